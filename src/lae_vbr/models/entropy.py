@@ -1,0 +1,215 @@
+"""The channel-wise autoregressive Gaussian entropy model of TCM, written once.
+
+For each of the S channel slices the model predicts a mean and a scale from the hyperprior and
+the slices decoded so far, quantises the slice, and adds a latent residual prediction (LRP).
+Training, compression and decompression differ only in *how a slice is quantised*; that step
+is a small strategy object passed to :func:`run_slices`:
+
+* :class:`LikelihoodStep`  (training / forward): straight-through rounding + Gaussian likelihoods.
+* :class:`EncodeStep`      (compress): symbols and CDF indexes collected for the rANS coder.
+* :class:`DecodeStep`      (decompress): symbols read back from the rANS streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import GaussianConditional
+from torch import Tensor, nn
+
+from .layers import SWAtten
+
+__all__ = [
+    "ste_round",
+    "build_slice_transforms",
+    "SliceCodec",
+    "LikelihoodStep",
+    "EncodeStep",
+    "DecodeStep",
+    "run_slices",
+]
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round with a straight-through (identity) gradient."""
+    return torch.round(x) - x.detach() + x
+
+
+def _transform(in_ch: int, out_ch: int) -> nn.Sequential:
+    """The 3-conv transform (→224→128→out, GELU) used for means, scales and LRP."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, 224, 3, padding=1),
+        nn.GELU(),
+        nn.Conv2d(224, 128, 3, padding=1),
+        nn.GELU(),
+        nn.Conv2d(128, out_ch, 3, padding=1),
+    )
+
+
+def build_slice_transforms(
+    latent_channels: int,
+    num_slices: int,
+    max_support_slices: int,
+    atten_dim: int = 128,
+    atten_head_dim: int = 16,
+    window_size: int = 8,
+) -> dict[str, nn.ModuleList]:
+    """The slice networks, keyed by the reference's attribute names.
+
+    The codec registers each ModuleList directly on itself, so checkpoint keys stay
+    ``atten_mean.0…``, ``cc_mean_transforms.0…``, etc.
+    """
+    if latent_channels % num_slices:
+        raise ValueError(
+            f"latent channels M={latent_channels} must be divisible by num_slices={num_slices}"
+        )
+    c = latent_channels // num_slices
+
+    def support(i: int) -> int:
+        used = i if max_support_slices < 0 else min(i, max_support_slices)
+        return latent_channels + c * used
+
+    def atten(i: int) -> nn.Sequential:
+        dim = support(i)
+        return nn.Sequential(SWAtten(dim, dim, atten_head_dim, window_size, 0.0, atten_dim))
+
+    slices = range(num_slices)
+    return {
+        "atten_mean": nn.ModuleList(atten(i) for i in slices),
+        "atten_scale": nn.ModuleList(atten(i) for i in slices),
+        "cc_mean_transforms": nn.ModuleList(_transform(support(i), c) for i in slices),
+        "cc_scale_transforms": nn.ModuleList(_transform(support(i), c) for i in slices),
+        "lrp_transforms": nn.ModuleList(_transform(support(i) + c, c) for i in slices),
+    }
+
+
+class SliceCodec(Protocol):
+    """What :func:`run_slices` needs from a codec: the slice networks and the support depth."""
+
+    max_support_slices: int
+    atten_mean: nn.ModuleList
+    atten_scale: nn.ModuleList
+    cc_mean_transforms: nn.ModuleList
+    cc_scale_transforms: nn.ModuleList
+    lrp_transforms: nn.ModuleList
+
+
+class SliceStep(Protocol):
+    """How slice ``i`` is quantised, given its predicted mean and scale."""
+
+    def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor: ...
+
+
+class LikelihoodStep:
+    """Training/forward quantisation: y_hat = round(y − μ) + μ (straight-through) and
+    Gaussian likelihoods of y (noisy in training mode, rounded in eval mode)."""
+
+    def __init__(self, y: Tensor, num_slices: int, gaussian: GaussianConditional) -> None:
+        self.slices = y.chunk(num_slices, 1)
+        self.gaussian = gaussian
+        self.likelihoods: list[Tensor] = []
+
+    def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor:
+        y_slice = self.slices[i]
+        _, lik = self.gaussian(y_slice, scale, mu)
+        self.likelihoods.append(lik)
+        return ste_round(y_slice - mu) + mu
+
+    def likelihood(self) -> Tensor:
+        return torch.cat(self.likelihoods, dim=1)
+
+
+class EncodeStep:
+    """Compression: quantise to integer symbols and queue them with their CDF indexes.
+
+    All slices of one image go into a single rANS stream (one per batch element).
+    """
+
+    def __init__(self, y: Tensor, num_slices: int, gaussian: GaussianConditional) -> None:
+        self.slices = y.chunk(num_slices, 1)
+        self.gaussian = gaussian
+        self.symbols: list[list[Tensor]] = [[] for _ in range(y.shape[0])]
+        self.indexes: list[list[Tensor]] = [[] for _ in range(y.shape[0])]
+
+    def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor:
+        index = self.gaussian.build_indexes(scale)
+        symbols = self.gaussian.quantize(self.slices[i], "symbols", mu)
+        for b in range(symbols.shape[0]):
+            self.symbols[b].append(symbols[b].reshape(-1))
+            self.indexes[b].append(index[b].reshape(-1))
+        return symbols.to(mu.dtype) + mu
+
+    def flush(self) -> list[bytes]:
+        g = self.gaussian
+        cdf = g.quantized_cdf.tolist()
+        cdf_lengths = g.cdf_length.reshape(-1).int().tolist()
+        offsets = g.offset.reshape(-1).int().tolist()
+        strings = []
+        for symbols, indexes in zip(self.symbols, self.indexes, strict=True):
+            encoder = BufferedRansEncoder()
+            encoder.encode_with_indexes(
+                torch.cat(symbols).int().tolist(),
+                torch.cat(indexes).int().tolist(),
+                cdf,
+                cdf_lengths,
+                offsets,
+            )
+            strings.append(encoder.flush())
+        return strings
+
+
+class DecodeStep:
+    """Decompression: read each slice's symbols back from the per-image rANS streams."""
+
+    def __init__(self, strings: Sequence[bytes], gaussian: GaussianConditional) -> None:
+        self.gaussian = gaussian
+        self.cdf = gaussian.quantized_cdf.tolist()
+        self.cdf_lengths = gaussian.cdf_length.reshape(-1).int().tolist()
+        self.offsets = gaussian.offset.reshape(-1).int().tolist()
+        self.decoders = []
+        for s in strings:
+            decoder = RansDecoder()
+            decoder.set_stream(s)
+            self.decoders.append(decoder)
+
+    def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor:
+        index = self.gaussian.build_indexes(scale)
+        rows = []
+        for b, decoder in enumerate(self.decoders):
+            values = decoder.decode_stream(
+                index[b].reshape(-1).tolist(), self.cdf, self.cdf_lengths, self.offsets
+            )
+            rows.append(torch.tensor(values, dtype=mu.dtype).reshape(mu.shape[1:]))
+        symbols = torch.stack(rows).to(mu.device)
+        return self.gaussian.dequantize(symbols, mu)
+
+
+def run_slices(
+    codec: SliceCodec,
+    latent_means: Tensor,
+    latent_scales: Tensor,
+    y_hw: tuple[int, int],
+    step: SliceStep,
+) -> Tensor:
+    """Decode the latent slice by slice and return y_hat (LRP included).
+
+    ``step`` decides how each slice is quantised; everything else is shared by training,
+    compression, decompression and latent refinement.
+    """
+    h, w = y_hw
+    num_slices = len(codec.cc_mean_transforms)
+    max_support = codec.max_support_slices
+    y_hat_slices: list[Tensor] = []
+    for i in range(num_slices):
+        support = y_hat_slices if max_support < 0 else y_hat_slices[:max_support]
+        mean_support = codec.atten_mean[i](torch.cat([latent_means, *support], dim=1))
+        mu = codec.cc_mean_transforms[i](mean_support)[:, :, :h, :w]
+        scale_support = codec.atten_scale[i](torch.cat([latent_scales, *support], dim=1))
+        scale = codec.cc_scale_transforms[i](scale_support)[:, :, :h, :w]
+        y_hat_slice = step(i, mu, scale)
+        lrp = codec.lrp_transforms[i](torch.cat([mean_support, y_hat_slice], dim=1))
+        y_hat_slices.append(y_hat_slice + 0.5 * torch.tanh(lrp))
+    return torch.cat(y_hat_slices, dim=1)

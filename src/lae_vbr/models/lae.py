@@ -1,0 +1,91 @@
+"""The Latent-domain Auto-Encoder (LAE) of the TCSVT 2025 paper.
+
+``LAE(y, λ) = y ⊙ m`` with ``m = exp(softsign(f_λ(λ) + α·ctx(y)))``. The mask lies in
+(1/e, e), so ``log m ∈ (−1, 1)``: scaling a latent by m before unit quantisation adds about
+log₂ m bits to it, which is the paper's logarithmic R-λ model. ``f_λ`` ends in a zero layer and
+α starts at 0, so a freshly built LAE is exactly the identity.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import ConvTransBlock
+
+__all__ = ["LambdaEmbedding", "LatentMask", "LAE"]
+
+
+class LambdaEmbedding(nn.Module):
+    """f_λ: an MLP from the scalar λ index to one value per latent channel."""
+
+    def __init__(self, num_layers: int, channels: int) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError("the λ embedding needs at least one layer")
+        dims = [1] + [channels] * num_layers
+        self.fc_layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
+        nn.init.zeros_(self.fc_layers[-1].weight)
+        nn.init.zeros_(self.fc_layers[-1].bias)
+
+    def forward(self, lmbda_idx: Tensor) -> Tensor:
+        h = lmbda_idx.reshape(-1, 1)
+        for i, layer in enumerate(self.fc_layers):
+            h = layer(h)
+            if i < len(self.fc_layers) - 1:
+                h = F.relu(h)
+        return h
+
+
+class LatentMask(nn.Module):
+    """Pre-activation of the mask: f_λ(λ) broadcast over space, plus α·ctx(y).
+
+    ``contextual=False`` removes the contextual branch (the "no context" ablation); the
+    parameters stay so that checkpoints keep one layout, but α is frozen at zero and the
+    branch is never evaluated.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_layers: int = 2,
+        contextual: bool = True,
+        head_dim: int = 32,
+        window_size: int = 4,
+    ) -> None:
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f"LAE channels must be even, got {channels}")
+        self.channels = channels
+        self.contextual = contextual
+        self.lmd_map = LambdaEmbedding(num_layers, channels)
+        self.latent_attn = ConvTransBlock(
+            channels // 2, channels // 2, head_dim, window_size, 0.0, "SW"
+        )
+        self.alpha = nn.Parameter(torch.zeros(1), requires_grad=contextual)
+
+    def forward(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
+        emb = self.lmd_map(lmbda_idx).reshape(y.shape[0], self.channels, 1, 1)
+        if not self.contextual:
+            return emb.expand_as(y)
+        return emb + self.alpha * self.latent_attn(y)
+
+
+class LAE(nn.Module):
+    """Channel/space-wise rescaling of a latent by a λ-dependent mask in (1/e, e)."""
+
+    def __init__(self, channels: int, num_layers: int = 2, contextual: bool = True) -> None:
+        super().__init__()
+        self.mask = LatentMask(channels, num_layers, contextual)
+
+    def log_mask(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
+        """Natural log of the mask, softsign(·) ∈ (−1, 1); cheap, no entropy coding."""
+        return F.softsign(self.mask(y, lmbda_idx))
+
+    def forward(self, y: Tensor, lmbda_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(y ⊙ m, m)``."""
+        m = torch.exp(self.log_mask(y, lmbda_idx))
+        return y * m, m

@@ -1,0 +1,203 @@
+"""Swin-Transformer / CNN building blocks of TCM (Liu et al., CVPR 2023).
+
+Parameter names and shapes follow the reference implementation, so its checkpoints load
+unchanged. The computation is the same up to float rounding; it is organised for speed
+(cached relative-position indices and shift masks, fused scaled-dot-product attention).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from compressai.layers import AttentionBlock, ResidualBlock, conv1x1
+from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
+
+__all__ = ["WindowAttention", "SwinLayer", "ConvTransBlock", "SwinPair", "SWAtten"]
+
+
+class WindowAttention(nn.Module):
+    """(Shifted-)window multi-head self-attention with a relative position bias.
+
+    Input and output are channels-last ``(B, H, W, C)``; H and W must be multiples of the
+    window size (callers pad). ``kind`` is ``"W"`` (regular windows) or ``"SW"`` (windows
+    shifted by half a window with a cyclic roll and an attention mask).
+    """
+
+    def __init__(self, dim: int, head_dim: int, window_size: int, kind: str = "W") -> None:
+        super().__init__()
+        if kind not in ("W", "SW"):
+            raise ValueError(f"window kind must be 'W' or 'SW', got {kind!r}")
+        if dim % head_dim:
+            raise ValueError(f"dim {dim} is not a multiple of head_dim {head_dim}")
+        self.dim = dim
+        self.head_dim = head_dim
+        self.n_heads = dim // head_dim
+        self.window_size = window_size
+        self.kind = kind
+        self.embedding_layer = nn.Linear(dim, 3 * dim)
+        span = 2 * window_size - 1
+        params = torch.zeros(span * span, self.n_heads)
+        nn.init.trunc_normal_(params, std=0.02)
+        # Stored as (heads, 2w-1, 2w-1) like the reference.
+        self.relative_position_params = nn.Parameter(
+            params.view(span, span, self.n_heads).permute(2, 0, 1).contiguous()
+        )
+        self.linear = nn.Linear(dim, dim)
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij"), -1
+        ).view(-1, 2)
+        relation = coords[:, None, :] - coords[None, :, :] + window_size - 1
+        self.register_buffer(
+            "_rel_index", relation[..., 0] * span + relation[..., 1], persistent=False
+        )
+        self._mask_cache: dict[tuple, Tensor] = {}
+
+    def _relative_bias(self) -> Tensor:
+        """(heads, w², w²) bias gathered from the learnable table."""
+        table = self.relative_position_params.flatten(1)
+        return table[:, self._rel_index]
+
+    def _shift_mask(self, h_windows: int, w_windows: int, device: torch.device) -> Tensor:
+        """Boolean (n_windows, w², w²) mask, True where a shifted window mixes unrelated regions."""
+        key = (h_windows, w_windows, device)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            p = self.window_size
+            s = p - p // 2
+            m = torch.zeros(h_windows, w_windows, p, p, p, p, dtype=torch.bool, device=device)
+            m[-1, :, :s, :, s:, :] = True
+            m[-1, :, s:, :, :s, :] = True
+            m[:, -1, :, :s, :, s:] = True
+            m[:, -1, :, s:, :, :s] = True
+            mask = m.view(h_windows * w_windows, p * p, p * p)
+            self._mask_cache = {key: mask}
+        return mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        p = self.window_size
+        shift = p // 2
+        if self.kind == "SW":
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        hw, ww = h // p, w // p
+        windows = x.view(b, hw, p, ww, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hw * ww, p * p, c)
+        qkv = self.embedding_layer(windows)
+        # channels are laid out as (3·heads, head_dim): q heads, then k heads, then v heads.
+        qkv = qkv.view(b, hw * ww, p * p, 3 * self.n_heads, self.head_dim).permute(3, 0, 1, 2, 4)
+        q, k, v = qkv.split(self.n_heads, dim=0)
+        bias = self._relative_bias().to(x.dtype)[:, None, None]  # (heads, 1, 1, w², w²)
+        if self.kind == "SW":
+            mask = self._shift_mask(hw, ww, x.device)
+            bias = bias.masked_fill(mask[None, None], float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.head_dim**-0.5)
+        out = out.permute(1, 2, 3, 0, 4).reshape(b, hw * ww, p * p, c)
+        out = self.linear(out)
+        out = out.view(b, hw, ww, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        if self.kind == "SW":
+            out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+        return out
+
+
+class SwinLayer(nn.Module):
+    """Pre-norm transformer layer: window attention and a 4× MLP, both residual (channels-last)."""
+
+    def __init__(
+        self, dim: int, head_dim: int, window_size: int, drop_path: float = 0.0, kind: str = "W"
+    ) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.msa = WindowAttention(dim, head_dim, window_size, kind)
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.msa(self.ln1(x)))
+        return x + self.drop_path(self.mlp(self.ln2(x)))
+
+
+def _pad_to_windows(x: Tensor, window: int) -> tuple[Tensor, int, int]:
+    """Zero-pad a (B, C, H, W) map at the bottom/right to multiples of ``window``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % window, (-w) % window
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x, h, w
+
+
+class ConvTransBlock(nn.Module):
+    """TCM's mixed block: a residual CNN half and a Swin half, fused by 1×1 convolutions."""
+
+    def __init__(
+        self,
+        conv_dim: int,
+        trans_dim: int,
+        head_dim: int,
+        window_size: int,
+        drop_path: float = 0.0,
+        kind: str = "W",
+    ) -> None:
+        super().__init__()
+        self.conv_dim = conv_dim
+        self.trans_dim = trans_dim
+        self.window_size = window_size
+        self.trans_block = SwinLayer(trans_dim, head_dim, window_size, drop_path, kind)
+        total = conv_dim + trans_dim
+        self.conv1_1 = nn.Conv2d(total, total, 1)
+        self.conv1_2 = nn.Conv2d(total, total, 1)
+        self.conv_block = ResidualBlock(conv_dim, conv_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv_x, trans_x = torch.split(self.conv1_1(x), (self.conv_dim, self.trans_dim), dim=1)
+        conv_x = self.conv_block(conv_x) + conv_x
+        trans_x, h, w = _pad_to_windows(trans_x, self.window_size)
+        trans_x = self.trans_block(trans_x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        trans_x = trans_x[..., :h, :w]
+        return x + self.conv1_2(torch.cat((conv_x, trans_x), dim=1))
+
+
+class SwinPair(nn.Module):
+    """A regular-window layer followed by a shifted-window layer (channels-first in and out).
+
+    Maps whose sides are not multiples of the window are zero-padded at the bottom/right and
+    cropped back. (The reference pads only maps no larger than one window, to window+1, which
+    breaks on a latent side of exactly one window; multiples of the window pass through
+    unchanged in both.)
+    """
+
+    def __init__(self, dim: int, head_dim: int, window_size: int, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.block_1 = SwinLayer(dim, head_dim, window_size, drop_path, "W")
+        self.block_2 = SwinLayer(dim, head_dim, window_size, drop_path, "SW")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, h, w = _pad_to_windows(x, self.window_size)
+        x = self.block_2(self.block_1(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return x[..., :h, :w]
+
+
+class SWAtten(AttentionBlock):
+    """Swin-based attention used on the entropy-model supports: a·sigmoid(b(Swin(x))) + x,
+    inside a 1×1 bottleneck of ``inter_dim`` channels."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        head_dim: int,
+        window_size: int,
+        drop_path: float = 0.0,
+        inter_dim: int = 128,
+    ) -> None:
+        super().__init__(N=inter_dim)
+        self.non_local_block = SwinPair(inter_dim, head_dim, window_size, drop_path)
+        self.in_conv = conv1x1(input_dim, inter_dim)
+        self.out_conv = conv1x1(inter_dim, output_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.in_conv(x)
+        z = self.non_local_block(x)
+        out = self.conv_a(x) * torch.sigmoid(self.conv_b(z)) + x
+        return self.out_conv(out)
