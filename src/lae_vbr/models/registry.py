@@ -1,0 +1,148 @@
+"""Building codecs from config and loading them from any supported checkpoint.
+
+Three kinds of files are understood, all read with ``weights_only=True``:
+
+* this project's Lightning checkpoints and exported codec bundles, which carry the composed
+  Hydra config under ``hyper_parameters.cfg`` (the model is rebuilt from it);
+* plain reference state dicts (LIC_TCM / VBR_work releases), whose architecture is inferred
+  from the tensor shapes (TCM or TCM-VBR, N, M, slices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+
+from .state_dict import CheckpointError, extract_state_dict, normalize_state_dict
+from .tcm import TCM
+from .vbr import VariableRateCodec
+
+__all__ = [
+    "PAPER_MSE_LMBDAS",
+    "LoadedCodec",
+    "build_codec",
+    "codec_from_reference_state_dict",
+    "load_codec",
+]
+
+#: The paper's six MSE λ values (TCM's fixed-rate points); λ index i selects PAPER_MSE_LMBDAS[i].
+PAPER_MSE_LMBDAS = (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05)
+
+
+def build_codec(
+    backbone: nn.Module,
+    lae: Mapping[str, Any] | None = None,
+    num_lmbdas: int = len(PAPER_MSE_LMBDAS),
+) -> CompressionModel:
+    """The backbone alone (fixed rate), or wrapped by LAEs when ``lae.enabled``.
+
+    ``lae`` keys: ``enabled``, ``encoder``, ``decoder``, ``contextual``, ``layers`` and
+    optionally ``latent_channels`` (default: the backbone's ``M``).
+    """
+    if not lae or not lae.get("enabled", True):
+        return backbone
+    channels = lae.get("latent_channels") or getattr(backbone, "M", None)
+    if channels is None:
+        raise ValueError(
+            f"cannot tell the latent width of {type(backbone).__name__}; "
+            "set model.lae.latent_channels"
+        )
+    return VariableRateCodec(
+        backbone,
+        latent_channels=int(channels),
+        num_lmbdas=int(num_lmbdas),
+        encoder_lae=bool(lae.get("encoder", True)),
+        decoder_lae=bool(lae.get("decoder", True)),
+        contextual=bool(lae.get("contextual", True)),
+        lae_layers=int(lae.get("layers", 2)),
+    )
+
+
+@dataclass
+class LoadedCodec:
+    """A codec ready for coding, with what a user needs to drive it."""
+
+    model: CompressionModel
+    lmbdas: list[float]
+    name: str
+    config: dict = field(default_factory=dict)
+
+    @property
+    def variable_rate(self) -> bool:
+        return isinstance(self.model, VariableRateCodec)
+
+
+def _shape(sd: Mapping[str, Tensor], key: str) -> Sequence[int]:
+    if key not in sd:
+        raise CheckpointError(f"not a TCM state dict: missing {key}")
+    return sd[key].shape
+
+
+def codec_from_reference_state_dict(
+    state_dict: Mapping[str, Tensor], num_lmbdas: int = len(PAPER_MSE_LMBDAS)
+) -> CompressionModel:
+    """Build TCM or TCM-VBR with the architecture the tensors imply, and load them."""
+    sd = normalize_state_dict(state_dict)
+    N = _shape(sd, "g_a.0.conv1.weight")[0] // 2
+    last = max(int(k.split(".")[1]) for k in sd if k.startswith("g_a.") and k.endswith(".weight"))
+    M = _shape(sd, f"g_a.{last}.weight")[0]
+    num_slices = len({k.split(".")[1] for k in sd if k.startswith("cc_mean_transforms.")})
+    slice_ch = _shape(sd, "cc_mean_transforms.0.4.weight")[0]
+    if num_slices * slice_ch != M:
+        raise CheckpointError("slice transforms do not match the latent width")
+    support = [_shape(sd, f"cc_mean_transforms.{i}.0.weight")[1] for i in range(num_slices)]
+    max_support = max((s - M) // slice_ch for s in support)
+    hyper = _shape(sd, "entropy_bottleneck.quantiles")[0]
+    backbone = TCM(
+        N=N, M=M, num_slices=num_slices, max_support_slices=max_support, hyper_channels=hyper
+    )
+    if any(k.startswith("modnet_ga.") for k in sd):
+        model: CompressionModel = build_codec(
+            backbone,
+            {
+                "enabled": True,
+                "encoder": True,
+                "decoder": any(k.startswith("modnet_gs.") for k in sd),
+            },
+            num_lmbdas,
+        )
+    else:
+        model = backbone
+    model.load_state_dict(sd)
+    return model
+
+
+def load_codec(path: str | PathLike, map_location: str | torch.device = "cpu") -> LoadedCodec:
+    """Load a codec from a checkpoint file; raises :class:`CheckpointError` with a clear
+    message when the file is missing or unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    cfg = None
+    if isinstance(obj, Mapping):
+        cfg = (obj.get("hyper_parameters") or {}).get("cfg")
+    state_dict = extract_state_dict(obj)
+    if cfg is None:
+        model = codec_from_reference_state_dict(state_dict)
+        lmbdas = list(PAPER_MSE_LMBDAS)
+        name = "tcm-vbr" if isinstance(model, VariableRateCodec) else "tcm"
+        return LoadedCodec(model.eval(), lmbdas, f"{name}:{path.stem}", {})
+    from hydra.utils import instantiate  # heavy import, only for project checkpoints
+
+    model = instantiate(cfg["model"])
+    strip = "model." if any(k.startswith("model.") for k in state_dict) else ""
+    model.load_state_dict(normalize_state_dict(state_dict, strip))
+    lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
+    name = str(cfg.get("run_name") or cfg.get("task_name") or path.stem)
+    return LoadedCodec(model.eval(), lmbdas, name, cfg)
