@@ -38,14 +38,15 @@ def ste_round(x: Tensor) -> Tensor:
     return torch.round(x) - x.detach() + x
 
 
-def _transform(in_ch: int, out_ch: int) -> nn.Sequential:
-    """The 3-conv transform (→224→128→out, GELU) used for means, scales and LRP."""
+def _transform(in_ch: int, out_ch: int, hidden: Sequence[int]) -> nn.Sequential:
+    """The 3-conv transform (→224→128→out with GELU, by default) for means, scales and LRP."""
+    h1, h2 = hidden
     return nn.Sequential(
-        nn.Conv2d(in_ch, 224, 3, padding=1),
+        nn.Conv2d(in_ch, h1, 3, padding=1),
         nn.GELU(),
-        nn.Conv2d(224, 128, 3, padding=1),
+        nn.Conv2d(h1, h2, 3, padding=1),
         nn.GELU(),
-        nn.Conv2d(128, out_ch, 3, padding=1),
+        nn.Conv2d(h2, out_ch, 3, padding=1),
     )
 
 
@@ -56,6 +57,7 @@ def build_slice_transforms(
     atten_dim: int = 128,
     atten_head_dim: int = 16,
     window_size: int = 8,
+    hidden: Sequence[int] = (224, 128),
 ) -> dict[str, nn.ModuleList]:
     """The slice networks, keyed by the reference's attribute names.
 
@@ -80,9 +82,9 @@ def build_slice_transforms(
     return {
         "atten_mean": nn.ModuleList(atten(i) for i in slices),
         "atten_scale": nn.ModuleList(atten(i) for i in slices),
-        "cc_mean_transforms": nn.ModuleList(_transform(support(i), c) for i in slices),
-        "cc_scale_transforms": nn.ModuleList(_transform(support(i), c) for i in slices),
-        "lrp_transforms": nn.ModuleList(_transform(support(i) + c, c) for i in slices),
+        "cc_mean_transforms": nn.ModuleList(_transform(support(i), c, hidden) for i in slices),
+        "cc_scale_transforms": nn.ModuleList(_transform(support(i), c, hidden) for i in slices),
+        "lrp_transforms": nn.ModuleList(_transform(support(i) + c, c, hidden) for i in slices),
     }
 
 

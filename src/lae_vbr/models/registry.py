@@ -30,6 +30,7 @@ __all__ = [
     "build_codec",
     "codec_from_reference_state_dict",
     "load_codec",
+    "save_codec_bundle",
 ]
 
 #: The paper's six MSE λ values (TCM's fixed-rate points); λ index i selects PAPER_MSE_LMBDAS[i].
@@ -146,3 +147,23 @@ def load_codec(path: str | PathLike, map_location: str | torch.device = "cpu") -
     lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
     name = str(cfg.get("run_name") or cfg.get("task_name") or path.stem)
     return LoadedCodec(model.eval(), lmbdas, name, cfg)
+
+
+def save_codec_bundle(
+    path: str | PathLike, model: nn.Module, cfg: Mapping[str, Any], half: bool = False
+) -> Path:
+    """Write a slim, self-describing codec file that :func:`load_codec` reads back.
+
+    ``cfg`` needs ``model`` (the instantiable model config) and ``lmbda.values``. With
+    ``half=True`` floating-point weights are stored in fp16 (they are cast back on load).
+    """
+    if "model" not in cfg or "values" not in cfg.get("lmbda", {}):
+        raise ValueError("cfg needs 'model' and 'lmbda.values' to rebuild the codec")
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": dict(cfg)}}, path)
+    return path

@@ -63,6 +63,7 @@ class TCM(CompressionModel):
         window_size: attention window of the main transforms and the entropy-model SWAtten.
         hyper_window_size, hyper_head_dim: attention of the hyper transforms.
         atten_dim, atten_head_dim: SWAtten bottleneck width and head width.
+        slice_hidden: widths of the two hidden layers of the mean/scale/LRP transforms.
         drop_path_rate: stochastic depth of the main transforms (0 in the paper).
     """
 
@@ -83,6 +84,7 @@ class TCM(CompressionModel):
         hyper_head_dim: int = 32,
         atten_dim: int = 128,
         atten_head_dim: int = 16,
+        slice_hidden: Sequence[int] = (224, 128),
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
@@ -141,7 +143,7 @@ class TCM(CompressionModel):
         self.h_mean_s = hyper_synthesis()
         self.h_scale_s = hyper_synthesis()
         transforms = build_slice_transforms(
-            M, num_slices, max_support_slices, atten_dim, atten_head_dim, window_size
+            M, num_slices, max_support_slices, atten_dim, atten_head_dim, window_size, slice_hidden
         )
         for name, module in transforms.items():
             self.add_module(name, module)
