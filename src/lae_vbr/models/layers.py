@@ -37,12 +37,12 @@ class WindowAttention(nn.Module):
         self.kind = kind
         self.embedding_layer = nn.Linear(dim, 3 * dim)
         span = 2 * window_size - 1
-        params = torch.zeros(span * span, self.n_heads)
-        nn.init.trunc_normal_(params, std=0.02)
-        # Stored as (heads, 2w-1, 2w-1) like the reference.
-        self.relative_position_params = nn.Parameter(
-            params.view(span, span, self.n_heads).permute(2, 0, 1).contiguous()
-        )
+        table = nn.init.trunc_normal_(torch.zeros(span * span, self.n_heads), std=0.02)
+        # Stored as (heads, 2w-1, 2w-1) like the reference; a fresh dense tensor, so its
+        # strides match its gradient's (DDP buckets warn otherwise).
+        params = torch.empty(self.n_heads, span, span)
+        params.copy_(table.view(span, span, self.n_heads).permute(2, 0, 1))
+        self.relative_position_params = nn.Parameter(params)
         self.linear = nn.Linear(dim, dim)
         coords = torch.stack(
             torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij"), -1

@@ -1,0 +1,98 @@
+"""Time TCM-VBR compress / decompress / forward on one image (CPU by default).
+
+    python experiments/bench/bench_codec.py --image ../shared/data/kodak/kodim01.png \
+        --threads 2 --repeats 5
+
+Untrained weights (the timing does not depend on training, only on the architecture and the
+number of symbols, which untrained weights overestimate). Prints the median of ``--repeats``
+timed runs after one warm-up, and writes a JSON record with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lae_vbr.models import TCMVBR
+
+
+def _timed(fn, repeats: int, sync) -> tuple[float, list[float], object]:
+    fn()  # warm-up (allocator, caches)
+    sync()
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--N", type=int, default=64)
+    parser.add_argument("--lmbda-index", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    rgb = np.asarray(Image.open(args.image).convert("RGB"))
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255).to(device)
+    model = TCMVBR(N=args.N).to(device).eval()
+    model.update()
+
+    with torch.inference_mode():
+        t_fwd, fwd_runs, _ = _timed(lambda: model(x, args.lmbda_index), args.repeats, sync)
+        t_enc, enc_runs, enc = _timed(
+            lambda: model.compress(x, args.lmbda_index), args.repeats, sync
+        )
+        t_dec, dec_runs, _ = _timed(
+            lambda: model.decompress(
+                enc["strings"], enc["shape"], args.lmbda_index, image_size=enc["image_size"]
+            ),
+            args.repeats,
+            sync,
+        )
+    record = {
+        "image": args.image.name,
+        "size": list(x.shape[-2:]),
+        "model": f"TCMVBR N={args.N} (untrained)",
+        "device": str(device),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "repeats": args.repeats,
+        "forward_s": round(t_fwd, 4),
+        "compress_s": round(t_enc, 4),
+        "decompress_s": round(t_dec, 4),
+        "runs": {"forward": fwd_runs, "compress": enc_runs, "decompress": dec_runs},
+        "bytes": sum(len(s[0]) for s in enc["strings"]),
+    }
+    print(
+        f"{record['image']} {record['size']} on {device} ({args.threads} threads): "
+        f"forward {t_fwd:.3f} s, compress {t_enc:.3f} s, decompress {t_dec:.3f} s "
+        f"(median of {args.repeats})"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

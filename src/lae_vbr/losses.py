@@ -1,0 +1,115 @@
+"""The λ-sampled rate-distortion loss of the paper.
+
+Each sample of a batch gets its own λ index, drawn uniformly from the trained set, and the
+loss is the batch mean of ``255²·λᵢ·MSEᵢ + bppᵢ`` (MSE) or ``λᵢ·(1 − MS-SSIMᵢ) + bppᵢ``
+(MS-SSIM). With a one-element λ set this is the ordinary fixed-rate loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+__all__ = ["MIN_MSSSIM_SIDE", "RateDistortionLoss", "bits_per_pixel", "psnr_from_mse"]
+
+#: Smallest image side the 5-scale MS-SSIM (11×11 window) accepts.
+MIN_MSSSIM_SIDE = 161
+
+
+def bits_per_pixel(likelihoods: Mapping[str, Tensor], num_pixels: int) -> Tensor:
+    """Per-sample Σ −log₂ p over all latents, divided by the image's pixel count."""
+    bits = sum(-torch.log2(lik).flatten(1).sum(dim=1) for lik in likelihoods.values())
+    return bits / num_pixels
+
+
+def psnr_from_mse(mse: Tensor, data_range: float = 1.0) -> Tensor:
+    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
+
+
+def ms_ssim(x_hat: Tensor, target: Tensor) -> Tensor:
+    """Per-sample MS-SSIM (data range 1); images need sides of at least 161 pixels."""
+    if min(target.shape[-2:]) < MIN_MSSSIM_SIDE:
+        raise ValueError(
+            f"MS-SSIM needs images of at least {MIN_MSSSIM_SIDE}×{MIN_MSSSIM_SIDE}, "
+            f"got {tuple(target.shape[-2:])}"
+        )
+    return multiscale_structural_similarity_index_measure(
+        x_hat.float(), target.float(), data_range=1.0, reduction="none"
+    )
+
+
+class RateDistortionLoss(nn.Module):
+    """Rate-distortion loss with a per-sample λ drawn from ``lmbdas``.
+
+    Args:
+        lmbdas: the trained λ set (index i ↦ lmbdas[i]).
+        distortion: ``"mse"`` or ``"ms-ssim"``.
+    """
+
+    def __init__(self, lmbdas: Sequence[float], distortion: str = "mse") -> None:
+        super().__init__()
+        if distortion not in ("mse", "ms-ssim"):
+            raise ValueError(f"distortion must be 'mse' or 'ms-ssim', got {distortion!r}")
+        if len(lmbdas) == 0 or any(not math.isfinite(v) or v <= 0 for v in lmbdas):
+            raise ValueError(f"λ values must be positive numbers, got {list(lmbdas)}")
+        self.distortion = distortion
+        self.register_buffer("lmbdas", torch.tensor([float(v) for v in lmbdas]), persistent=False)
+
+    @property
+    def num_lmbdas(self) -> int:
+        return self.lmbdas.numel()
+
+    def sample_indices(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """One integer λ index per sample, uniform over the set (as floats, the models' input)."""
+        idx = torch.randint(self.num_lmbdas, (batch,), generator=generator)
+        return idx.to(device=self.lmbdas.device, dtype=torch.float32)
+
+    def lmbda_values(self, lmbda_idx: Tensor) -> Tensor:
+        """λ for (possibly fractional) indices, log-linearly interpolated between set points."""
+        idx = lmbda_idx.to(self.lmbdas.device).float().clamp(0, self.num_lmbdas - 1)
+        lo = idx.floor().long()
+        hi = (lo + 1).clamp(max=self.num_lmbdas - 1)
+        frac = idx - lo.float()
+        log_l = torch.log(self.lmbdas)
+        return torch.exp(log_l[lo] * (1 - frac) + log_l[hi] * frac)
+
+    def forward(self, output: Mapping, target: Tensor, lmbda_idx: Tensor | None = None) -> dict:
+        """Loss terms; per-sample tensors (``bpp``, ``mse``, ``psnr``, ``lmbda``) and scalars.
+
+        ``lmbda_idx`` may be omitted for a one-element set (fixed-rate training).
+        """
+        batch = target.shape[0]
+        if lmbda_idx is None:
+            if self.num_lmbdas != 1:
+                raise ValueError("lmbda_idx is required when the λ set has several values")
+            lmbda_idx = torch.zeros(batch, device=target.device)
+        lmbda = self.lmbda_values(lmbda_idx.reshape(-1)).to(target.dtype)
+        num_pixels = target.shape[-2] * target.shape[-1]
+        bpp = bits_per_pixel(output["likelihoods"], num_pixels)
+        x_hat = output["x_hat"]
+        mse = (x_hat - target).pow(2).flatten(1).mean(dim=1)
+        out = {"bpp": bpp, "mse": mse, "psnr": psnr_from_mse(mse.detach()), "lmbda": lmbda}
+        if self.distortion == "mse":
+            per_sample = 255**2 * lmbda * mse + bpp
+        else:
+            out["ms_ssim"] = ms_ssim(x_hat, target)
+            per_sample = lmbda * (1 - out["ms_ssim"]) + bpp
+        out["per_sample_loss"] = per_sample
+        out["loss"] = per_sample.mean()
+        out["bpp_loss"] = bpp.mean()
+        out["mse_loss"] = mse.mean()
+        return out
+
+    @staticmethod
+    def per_lambda(terms: Mapping[str, Tensor], lmbda_idx: Tensor) -> dict[int, dict[str, Tensor]]:
+        """Group per-sample ``bpp``/``mse``/``psnr`` by (integer) λ index: {i: {name: mean}}."""
+        groups: dict[int, dict[str, Tensor]] = {}
+        idx = lmbda_idx.reshape(-1).round().long()
+        for i in idx.unique().tolist():
+            sel = idx == i
+            groups[i] = {k: terms[k][sel].mean() for k in ("bpp", "mse", "psnr") if k in terms}
+        return groups

@@ -1,0 +1,159 @@
+"""LightningModule training any CompressAI-style codec with the λ-sampled RD loss.
+
+Manual optimisation, as in CompressAI: the main Adam updates the network, an auxiliary Adam
+the entropy-bottleneck quantiles. Both gradients come from one backward pass (the aux loss
+reaches only the quantiles, the RD loss never does), which keeps DDP to one gradient
+all-reduce per step. ``trainer.global_step`` counts main-optimiser steps.
+
+The whole composed Hydra config is stored in the checkpoint (``hyper_parameters.cfg``), so
+``CompressionModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning import LightningModule
+from torch import Tensor
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
+
+from .losses import MIN_MSSSIM_SIDE, RateDistortionLoss, bits_per_pixel, psnr_from_mse
+from .models.vbr import VariableRateCodec
+from .optim import MilestoneFactors, split_parameters
+from .visualize import log_images, rd_figure
+
+__all__ = ["CompressionModule"]
+
+
+class CompressionModule(LightningModule):
+    """Training/validation of ``cfg.model`` with ``cfg.loss`` and ``cfg.optim``."""
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": dict(cfg)})
+        self.model = instantiate(cfg["model"])
+        self.loss: RateDistortionLoss = instantiate(cfg["loss"])
+        self.optim_cfg = dict(cfg.get("optim", {}))
+        self.variable_rate = isinstance(self.model, VariableRateCodec)
+        self.automatic_optimization = False
+        self.val_metrics = torch.nn.ModuleList(
+            MetricCollection(
+                {
+                    "bpp": MeanMetric(),
+                    "psnr": MeanMetric(),
+                    "ms_ssim": MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0),
+                    "loss": MeanMetric(),
+                }
+            )
+            for _ in range(self.loss.num_lmbdas)
+        )
+        self._val_images: list[tuple[Tensor, dict[int, Tensor]]] = []
+
+    # -- model calls --------------------------------------------------------------------
+    def forward(self, x: Tensor, lmbda_idx: Tensor | float | None = None) -> dict:
+        if self.variable_rate:
+            return self.model(x, lmbda_idx)
+        return self.model(x)
+
+    def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:
+        """Additional named loss terms; subclasses (e.g. the LAE warm-up stage) add theirs."""
+        return {}
+
+    # -- training -----------------------------------------------------------------------
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        x = batch
+        opt, aux_opt = self.optimizers()
+        lmbda_idx = self.loss.sample_indices(x.shape[0]).to(x.device)
+        out = self(x, lmbda_idx)
+        terms = self.loss(out, x, lmbda_idx)
+        extra = self.extra_loss_terms(out, x, lmbda_idx)
+        loss = terms["loss"] + sum(extra.values(), torch.zeros((), device=x.device))
+        aux_loss = self.model.aux_loss()
+
+        opt.zero_grad()
+        aux_opt.zero_grad()
+        self.manual_backward(loss + aux_loss)
+        clip = float(self.optim_cfg.get("clip_max_norm", 0.0))
+        if clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt.step()
+        aux_opt.optimizer.step()  # the raw optimiser: global_step counts main steps only
+        if self.optim_cfg.get("scheduler", {}).get("interval", "epoch") == "step":
+            self.lr_schedulers().step()
+
+        log = {"train/loss": loss, "train/rd_loss": terms["loss"], "train/aux_loss": aux_loss}
+        log |= {"train/bpp": terms["bpp_loss"], "train/psnr": terms["psnr"].mean()}
+        log |= {f"train/{k}": v for k, v in extra.items()}
+        self.log_dict(log, on_step=True, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=x.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.optim_cfg.get("scheduler", {}).get("interval", "epoch") == "epoch":
+            self.lr_schedulers().step()
+
+    def configure_optimizers(self) -> tuple[list, list]:
+        main, aux = split_parameters(self.model)
+        if not main:
+            raise ValueError("the model has no trainable parameters")
+        opt = torch.optim.Adam(main, lr=float(self.optim_cfg.get("lr", 1e-4)))
+        aux_params = aux or [torch.nn.Parameter(torch.zeros(1))]
+        aux_opt = torch.optim.Adam(aux_params, lr=float(self.optim_cfg.get("aux_lr", 1e-3)))
+        sched_cfg = self.optim_cfg.get("scheduler", {})
+        schedule = MilestoneFactors(sched_cfg.get("milestones", []), sched_cfg.get("factors", []))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return [opt, aux_opt], [scheduler]
+
+    # -- validation ---------------------------------------------------------------------
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        x = batch
+        num_pixels = x.shape[-2] * x.shape[-1]
+        large = min(x.shape[-2:]) >= MIN_MSSSIM_SIDE
+        recons: dict[int, Tensor] = {}
+        for i, metrics in enumerate(self.val_metrics):
+            idx = torch.full((x.shape[0],), float(i), device=x.device)
+            out = self(x, idx)
+            x_hat = out["x_hat"].clamp(0, 1)
+            mse = (x_hat - x).pow(2).flatten(1).mean(dim=1)
+            metrics["bpp"].update(bits_per_pixel(out["likelihoods"], num_pixels))
+            metrics["psnr"].update(psnr_from_mse(mse))
+            if large:
+                metrics["ms_ssim"].update(x_hat, x)
+            if large or self.loss.distortion == "mse":
+                metrics["loss"].update(self.loss(out, x, idx)["per_sample_loss"])
+            if batch_idx == 0:
+                recons[i] = x_hat[:1].detach().cpu()
+        if recons:
+            self._val_images = [(x[:1].detach().cpu(), recons)]
+
+    def on_validation_epoch_end(self) -> None:
+        points = []
+        losses = []
+        for i, metrics in enumerate(self.val_metrics):
+            values: dict[str, float] = {}
+            for name, metric in metrics.items():
+                if metric.update_called:
+                    values[name] = float(metric.compute())
+                    self.log(f"val/{name}/l{i}", values[name], sync_dist=False)
+                metric.reset()
+            if "loss" in values:
+                losses.append(values["loss"])
+            if "bpp" in values:
+                points.append((i, values["bpp"], values["psnr"], values.get("ms_ssim")))
+        if losses:
+            self.log("val/loss", sum(losses) / len(losses), prog_bar=True)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking and points:
+            rd_figure(self, points)
+            if self._val_images:
+                log_images(self, *self._val_images[0])
+        self._val_images = []
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store up-to-date CDF tables, so a checkpoint can be used for real coding at once."""
+        self.model.update(force=True)
+        checkpoint["state_dict"] = self.state_dict()

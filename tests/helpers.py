@@ -1,0 +1,63 @@
+"""Small models and configs shared by the tests (importable as ``helpers``)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from lae_vbr.models import TCM, VariableRateCodec
+from lae_vbr.models.registry import PAPER_MSE_LMBDAS
+
+#: The tiny TCM of ``conf/model/backbone/tcm_tiny.yaml`` (about 2 M parameters).
+TINY_TCM = {
+    "_target_": "lae_vbr.models.TCM",
+    "N": 16,
+    "M": 64,
+    "num_slices": 4,
+    "max_support_slices": 4,
+    "hyper_channels": 32,
+    "head_dims": [8] * 6,
+    "hyper_head_dim": 16,
+    "atten_dim": 32,
+    "atten_head_dim": 16,
+    "slice_hidden": [48, 32],
+}
+FULL_LAE = {"enabled": True, "encoder": True, "decoder": True, "contextual": True, "layers": 2}
+
+#: A complete codec config (what checkpoints store under ``hyper_parameters.cfg``).
+TINY_CFG = {
+    "model": {
+        "_target_": "lae_vbr.models.registry.build_codec",
+        "backbone": TINY_TCM,
+        "lae": FULL_LAE,
+        "num_lmbdas": len(PAPER_MSE_LMBDAS),
+    },
+    "lmbda": {"name": "paper_mse", "values": list(PAPER_MSE_LMBDAS), "distortion": "mse"},
+}
+
+
+def tiny_tcm() -> TCM:
+    return TCM(**{k: v for k, v in TINY_TCM.items() if k != "_target_"})
+
+
+def tiny_vbr() -> VariableRateCodec:
+    return VariableRateCodec(tiny_tcm(), latent_channels=TINY_TCM["M"], num_lmbdas=6)
+
+
+def tiny_cfg(**model_overrides: object) -> dict:
+    cfg = copy.deepcopy(TINY_CFG)
+    cfg["model"].update(model_overrides)
+    return cfg
+
+
+@torch.no_grad()
+def randomize_lae(lae: nn.Module, scale: float = 0.05, seed: int = 0) -> None:
+    """Give an LAE a non-trivial mask (its last λ layer and α start at zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    last = lae.mask.lmd_map.fc_layers[-1]
+    last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * scale)
+    last.bias.copy_(torch.randn(last.bias.shape, generator=gen) * scale)
+    if lae.mask.contextual:
+        lae.mask.alpha.fill_(0.1)

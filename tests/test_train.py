@@ -1,0 +1,227 @@
+"""The training entry point, composed by Hydra exactly as ``src/train.py`` does it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from lae_vbr.config import register_resolvers
+from lae_vbr.models.registry import load_codec
+from lae_vbr.module import CompressionModule
+from lae_vbr.paths import REPO_ROOT
+from lae_vbr.training import ConfigError, train
+
+CONF = REPO_ROOT / "conf"
+TINY_RUN = [
+    "model/backbone=tcm_tiny",
+    "+trainer.num_sanity_val_steps=0",
+    "trainer=cpu",
+    "logger=none",
+    "callbacks=none",
+    "data.crop_size=128",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.max_val_images=1",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+register_resolvers()
+
+
+@pytest.fixture(scope="module")
+def small_val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small validation image, so the six-λ validation passes stay cheap."""
+    folder = tmp_path_factory.mktemp("val")
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 96, dtype=np.float32)
+    image = ramp[None, :, None] * 0.6 + rng.uniform(0, 100, (80, 96, 3))
+    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / "val.png")
+    return folder
+
+
+def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run, the task sees its config without the hydra node
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_runs_fast_dev_run(
+    tmp_path: Path, small_val_dir: Path, experiment: str
+) -> None:
+    overrides = [
+        f"experiment={experiment}",
+        "trainer=cpu",
+        "debug=fdr",
+        "logger=none",
+        "data=sample",
+        "data.batch_size=1",
+        "data.crop_size=128",
+        f"data.val_dir={small_val_dir}",
+    ]
+    cfg = make_cfg(tmp_path, overrides)
+    metrics = train(cfg)
+    assert metrics["train/loss"] > 0
+    assert all(f"val/bpp/l{i}" in metrics for i in range(len(cfg.lmbda["values"])))
+
+
+def test_checkpoint_rebuilds_model_and_resume_continues(
+    tmp_path: Path, small_val_dir: Path
+) -> None:
+    common = [
+        *TINY_RUN,
+        f"data.val_dir={small_val_dir}",
+        "callbacks=default",
+        "~callbacks.rich_progress_bar",
+        "~callbacks.model_summary",
+        "+trainer.limit_train_batches=2",
+        "optim.scheduler.milestones=[1]",
+        "optim.scheduler.factors=[0.5]",
+        "validate_after_fit=false",
+    ]
+    first = make_cfg(tmp_path / "a", [*common, "trainer.max_epochs=2"])
+    train(first)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    ckpt = torch.load(last, weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 4
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 2
+    # A checkpoint carries its config: no options needed to rebuild and to code with it.
+    module = CompressionModule.load_from_checkpoint(last, weights_only=True)
+    assert module.variable_rate and module.loss.num_lmbdas == 6
+    codec = load_codec(last)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        enc = codec.model.compress(x, 2.0)
+    assert len(enc["strings"][0][0]) > 0
+
+    resumed = make_cfg(
+        tmp_path / "b",
+        [*common, "trainer.max_epochs=3", f"ckpt_path={last}"],
+    )
+    train(resumed)
+    # A fresh start would have stopped at 2 steps with a new optimiser; a resumed run continues
+    # the same step count, Adam moments and LR schedule.
+    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    adam_state = ckpt["optimizer_states"][0]["state"]
+    assert {int(v["step"]) for v in adam_state.values()} == {6}
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 3
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.5e-4)
+
+
+def test_fixed_rate_checkpoint_initialises_vbr_training(
+    tmp_path: Path, small_val_dir: Path
+) -> None:
+    fixed = make_cfg(
+        tmp_path / "fixed",
+        [
+            *TINY_RUN,
+            f"data.val_dir={small_val_dir}",
+            "model/lae=none",
+            "lmbda.values=[0.05]",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "callbacks=default",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            "~callbacks.lr_monitor",
+            "validate_after_fit=false",
+        ],
+    )
+    train(fixed)
+    ckpt = tmp_path / "fixed" / "checkpoints" / "last.ckpt"
+    fixed_codec = load_codec(ckpt)
+    assert not fixed_codec.variable_rate
+    vbr = make_cfg(
+        tmp_path / "vbr",
+        [*TINY_RUN, "debug=fdr", f"data.val_dir={small_val_dir}", f"init_from={ckpt}"],
+    )
+    metrics = train(vbr)
+    assert metrics["train/loss"] > 0
+
+
+def _run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "src" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_ddp_sim_two_processes(tmp_path: Path, small_val_dir: Path) -> None:
+    """Two CPU processes through the real entry point (Lightning re-launches the script)."""
+    proc = _run_cli(
+        [
+            *TINY_RUN,
+            f"data.val_dir={small_val_dir}",
+            "trainer=ddp_sim",
+            "logger=csv",
+            "callbacks=default",
+            "~callbacks.rich_progress_bar",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "data.max_val_images=2",
+            "validate_after_fit=false",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/loss" in lines[0].split(",")
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout  # the second process really ran
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.crop_size=200"], "does not suit"),
+        (["lmbda.values=[0.05]"], "at least two λ values"),
+        (["lmbda=msssim", "data.crop_size=128"], "at least 161"),
+        (["trainer.precision=16-mixed"], "fp16"),
+    ],
+)
+def test_misconfiguration_fails_before_training(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    cfg = make_cfg(tmp_path, [*TINY_RUN, *overrides])
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model/backbone=no_such_model"], "no_such_model"),
+        (["data.crop_size=200"], "does not suit"),
+    ],
+)
+def test_cli_reports_config_errors_without_traceback(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    proc = _run_cli([*TINY_RUN, *overrides, f"hydra.run.dir={tmp_path}"], timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
