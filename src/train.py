@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -18,7 +17,6 @@ from lae_vbr.data import DataError
 from lae_vbr.models.state_dict import CheckpointError
 from lae_vbr.training import ConfigError, train
 
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 register_resolvers()
 log = logging.getLogger("train")
 

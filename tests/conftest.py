@@ -15,7 +15,9 @@ import torch
 
 from lae_vbr.paths import shared_dir
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread: tests are small, and on a shared machine extra OpenMP threads spin
+# against other processes and slow everything down by an order of magnitude.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

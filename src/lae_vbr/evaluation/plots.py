@@ -1,0 +1,74 @@
+"""The R-D figure: PSNR and MS-SSIM (dB) against bpp, tested curves over the anchors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from .results import RDCurve
+
+__all__ = ["rd_plot"]
+
+_PANELS = (("psnr-rgb", "PSNR (dB)"), ("ms-ssim-rgb-db", "MS-SSIM (dB)"))
+_STYLE = {
+    "model": {"marker": "o", "linewidth": 2.0, "zorder": 3},
+    "classical": {"marker": "s", "markersize": 4, "linestyle": ":", "linewidth": 1.2},
+    "anchor": {"marker": ".", "linestyle": "--", "linewidth": 1.0, "alpha": 0.8},
+}
+
+
+def _default_max_bpp(curves: Sequence[RDCurve]) -> float | None:
+    """Zoom on the model: 1.25 × its largest bpp (all points when there is no model)."""
+    rates = [r for c in curves if c.kind == "model" for r in (c.metric("bpp") or [])]
+    return 1.25 * max(rates) if rates else None
+
+
+def rd_plot(
+    curves: Sequence[RDCurve],
+    path: str | PathLike,
+    max_bpp: float | None = None,
+    title: str = "",
+) -> Path:
+    """Write the two-panel figure; points beyond ``max_bpp`` are left out so the axes fit."""
+    max_bpp = max_bpp or _default_max_bpp(curves)
+    fig = Figure(figsize=(12, 5), dpi=110)  # no pyplot: no global backend or figure state
+    axes = fig.subplots(1, 2)
+    order = sorted(curves, key=lambda c: ("anchor", "classical", "model").index(c.kind))
+    palette = matplotlib.colormaps["tab10"].colors
+    # the same colour for a curve in both panels; the model in black
+    colors = {
+        c.name: "black" if c.kind == "model" else palette[i % len(palette)]
+        for i, c in enumerate(order)
+    }
+    for ax, (key, label) in zip(axes, _PANELS, strict=True):
+        for curve in order:
+            bpp, quality = curve.metric("bpp"), curve.metric(key)
+            if bpp is None or quality is None:
+                continue
+            pts = [
+                (b, q)
+                for b, q in zip(bpp, quality, strict=True)
+                if math.isfinite(q) and (max_bpp is None or b <= max_bpp)
+            ]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            style = _STYLE.get(curve.kind, {})
+            ax.plot(xs, ys, label=curve.name, color=colors[curve.name], **style)
+        ax.set_xlabel("bit rate (bpp)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
