@@ -1,33 +1,34 @@
-"""Evaluate codecs: ``python src/eval.py checkpoint=PATH [key=value ...]``.
+"""Evaluate codecs: ``python src/eval.py checkpoint=PATH [study=NAME] [key=value ...]``.
 
-Real bitstream rate, PSNR and MS-SSIM over a λ grid on a test set, classical codecs measured in
-the same run, an R-D plot and BD-rates against published anchors (``conf/eval.yaml``).
+The default study (``study=rd``) measures real bitstream rate, PSNR and MS-SSIM over a λ grid on
+a test set, classical codecs in the same run, an R-D plot and BD-rates against published anchors
+(``conf/eval.yaml``). Each option of the ``study`` group names the function that runs it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import warnings
 
 import hydra
+from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from lae_vbr.codec.api import CodecError
 from lae_vbr.config import register_resolvers
 from lae_vbr.data import DataError
-from lae_vbr.evaluation import EvalError, evaluate
+from lae_vbr.evaluation import EvalError
 from lae_vbr.models.state_dict import CheckpointError
 
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 register_resolvers()
 log = logging.getLogger("eval")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    study = get_method(cfg.study._target_)
     try:
-        evaluate(cfg)
+        study(cfg)
     except (EvalError, CheckpointError, CodecError, DataError, FileNotFoundError) as err:
         log.error("%s", err)
         sys.exit(1)

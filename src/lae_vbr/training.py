@@ -80,7 +80,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_float32_matmul_precision("high")
 
     datamodule = instantiate(cfg.data)
-    module = CompressionModule(to_container(cfg))
+    module_cls = get_class(cfg.module._target_) if cfg.get("module") else CompressionModule
+    module = module_cls(to_container(cfg))
     if cfg.get("init_from") and not cfg.get("ckpt_path"):
         copied, skipped = copy_matching_weights(module.model, load_state_dict_file(cfg.init_from))
         log.info(
