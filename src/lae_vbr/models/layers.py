@@ -86,11 +86,13 @@ class WindowAttention(nn.Module):
         # channels are laid out as (3·heads, head_dim): q heads, then k heads, then v heads.
         qkv = qkv.view(b, hw * ww, p * p, 3 * self.n_heads, self.head_dim).permute(3, 0, 1, 2, 4)
         q, k, v = qkv.split(self.n_heads, dim=0)
-        bias = self._relative_bias().to(x.dtype)[:, None, None]  # (heads, 1, 1, w², w²)
+        # (heads, B, windows, w², w²) scores; bias and shift mask are added in place, which
+        # keeps memory at one score tensor (a fused kernel would need a materialised mask).
+        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-2, -1))
+        scores += self._relative_bias().to(x.dtype)[:, None, None]
         if self.kind == "SW":
-            mask = self._shift_mask(hw, ww, x.device)
-            bias = bias.masked_fill(mask[None, None], float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.head_dim**-0.5)
+            scores.masked_fill_(self._shift_mask(hw, ww, x.device), float("-inf"))
+        out = torch.matmul(scores.softmax(dim=-1), v)
         out = out.permute(1, 2, 3, 0, 4).reshape(b, hw * ww, p * p, c)
         out = self.linear(out)
         out = out.view(b, hw, ww, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
