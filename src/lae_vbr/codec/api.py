@@ -45,6 +45,7 @@ __all__ = [
     "compress_file",
     "decompress_file",
     "default_checkpoint",
+    "index_to_lmbda",
     "latent_shape",
     "lmbda_to_index",
     "pad_multiple",
@@ -123,6 +124,20 @@ def lmbda_to_index(lmbdas: Sequence[float], lmbda: float) -> float:
     i = min(bisect.bisect_right(values, lmbda) - 1, len(values) - 2)
     a, b = math.log(values[i]), math.log(values[i + 1])
     return i + (math.log(lmbda) - a) / (b - a)
+
+
+def index_to_lmbda(lmbdas: Sequence[float], lmbda_idx: float) -> float:
+    """The λ value of a fractional λ index (log-linear interpolation; inverse of
+    :func:`lmbda_to_index`), e.g. the λ that latent refinement optimises for."""
+    values = [float(v) for v in lmbdas]
+    hi = len(values) - 1
+    if not (math.isfinite(lmbda_idx) and 0 <= lmbda_idx <= hi):
+        raise RateError(f"λ index {lmbda_idx:g} is outside the trained range [0, {hi}]")
+    if float(lmbda_idx).is_integer():
+        return values[int(lmbda_idx)]
+    i = int(lmbda_idx)
+    t = lmbda_idx - i
+    return math.exp((1 - t) * math.log(values[i]) + t * math.log(values[i + 1]))
 
 
 def pad_multiple(model: nn.Module) -> int:

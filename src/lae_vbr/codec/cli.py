@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument(
         "--lmbda", type=float, metavar="L", help="λ value within the trained range (log-linear)"
     )
+    rate.add_argument(
+        "--bpp",
+        type=float,
+        metavar="TARGET",
+        help="target bit rate of the whole file in bits per pixel (rate control with the R-λ "
+        "model: two encodes)",
+    )
+    comp.add_argument(
+        "--refine-steps",
+        type=_steps,
+        default=0,
+        metavar="N",
+        help="refine the latents for the image with N gradient steps before coding (slower "
+        "encoding, better rate-distortion; the decoder is unchanged; 20 = the paper's DLM)",
+    )
     comp.set_defaults(run=_compress)
 
     dec = commands.add_parser("decompress", help="decode a compressed file to PNG")
@@ -67,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the fields as JSON")
     info.set_defaults(run=_info)
     return parser
+
+
+def _steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _add_checkpoint(parser: argparse.ArgumentParser, what: str = "the codec") -> None:
@@ -85,31 +112,59 @@ def _compress(args: argparse.Namespace) -> int:
     _check_output(args.output)
     from .api import read_image
 
+    if args.bpp is not None and not (math.isfinite(args.bpp) and args.bpp > 0):
+        raise UsageError(f"--bpp must be a positive number of bits per pixel, got {args.bpp:g}")
     x = read_image(args.input)  # a bad image fails before the model is loaded
     codec = _load(args.checkpoint)
-    stream = codec.encode(x, _choose_rate(codec, args))
+    lmbda_idx = _choose_rate(codec, args)
+    refine = None
+    if args.refine_steps:
+        from .refine import RefineSchedule
+
+        refine = RefineSchedule(steps=args.refine_steps)
+    note = ""
+    if args.bpp is not None:
+        from .rate_control import RateControlWarning, encode_to_bpp
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RateControlWarning)
+            result = encode_to_bpp(codec, x, args.bpp, refine=refine)
+        for warning in caught:
+            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        stream = result.stream
+        note = f" (target {args.bpp:g} bpp, {result.encodes} encodes)"
+    elif refine is not None:
+        from .refine import refine_encode
+
+        stream, _ = refine_encode(codec, x, lmbda_idx, refine)
+    else:
+        stream = codec.encode(x, lmbda_idx)
     stream.write(args.output)
     rate = "" if stream.lmbda_idx is None else f", λ index {stream.lmbda_idx:g}"
+    refined = f", latents refined ({args.refine_steps} steps)" if refine else ""
     print(
-        f"{args.input} -> {args.output}: {stream.width}×{stream.height}{rate}, "
-        f"{stream.num_bytes} bytes, {stream.bpp:.4f} bpp"
+        f"{args.input} -> {args.output}: {stream.width}×{stream.height}{rate}{refined}, "
+        f"{stream.num_bytes} bytes, {stream.bpp:.4f} bpp{note}"
     )
     return OK
 
 
 def _choose_rate(codec: ImageCodec, args: argparse.Namespace) -> float | None:
-    """The λ index from the rate options (one for a variable-rate model, none otherwise)."""
+    """The λ index from the rate options (one for a variable-rate model, none otherwise);
+    None with ``--bpp``, whose λ index rate control finds."""
     from .api import RateError
 
-    given = args.quality is not None or args.lmbda is not None
+    given = any(v is not None for v in (args.quality, args.lmbda, args.bpp))
     if codec.variable_rate and not given:
         lo, hi = min(codec.lmbdas), max(codec.lmbdas)
         raise UsageError(
             f"model {codec.id} is variable-rate: pass --quality Q (a λ index in "
-            f"[0, {codec.max_index}]) or --lmbda L (a λ in [{lo:g}, {hi:g}])"
+            f"[0, {codec.max_index}]), --lmbda L (a λ in [{lo:g}, {hi:g}]) or --bpp TARGET"
         )
     if not codec.variable_rate and given:
-        raise UsageError(f"model {codec.id} is fixed-rate: it takes no --quality or --lmbda")
+        raise UsageError(f"model {codec.id} is fixed-rate: it takes no --quality, --lmbda or --bpp")
+    if args.bpp is not None:
+        return None
     try:
         return codec.rate_index(quality=args.quality, lmbda=args.lmbda)
     except RateError as err:

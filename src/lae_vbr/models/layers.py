@@ -65,12 +65,15 @@ class WindowAttention(nn.Module):
         if mask is None:
             p = self.window_size
             s = p - p // 2
-            m = torch.zeros(h_windows, w_windows, p, p, p, p, dtype=torch.bool, device=device)
-            m[-1, :, :s, :, s:, :] = True
-            m[-1, :, s:, :, :s, :] = True
-            m[:, -1, :, :s, :, s:] = True
-            m[:, -1, :, s:, :, :s] = True
-            mask = m.view(h_windows * w_windows, p * p, p * p)
+            # a normal tensor even under inference_mode, so the cached mask stays usable when
+            # gradients are needed later (e.g. latent refinement after a plain encode)
+            with torch.inference_mode(False):
+                m = torch.zeros(h_windows, w_windows, p, p, p, p, dtype=torch.bool, device=device)
+                m[-1, :, :s, :, s:, :] = True
+                m[-1, :, s:, :, :s, :] = True
+                m[:, -1, :, :s, :, s:] = True
+                m[:, -1, :, s:, :, :s] = True
+                mask = m.view(h_windows * w_windows, p * p, p * p)
             self._mask_cache = {key: mask}
         return mask
 

@@ -1,0 +1,169 @@
+"""Encoder-side latent refinement (DLM) and ``lae-vbr compress --refine-steps``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytest
+import torch
+from compressai.entropy_models import EntropyModel
+from PIL import Image
+
+from helpers import randomize_lae, tiny_cfg, tiny_tcm
+from lae_vbr.codec.api import ImageCodec, RateError, index_to_lmbda, read_image
+from lae_vbr.codec.cli import main
+from lae_vbr.codec.container import read_bitstream
+from lae_vbr.codec.rate_control import encode_to_bpp
+from lae_vbr.codec.refine import RefineSchedule, refine_encode, straight_through_rounding
+from lae_vbr.models.registry import PAPER_MSE_LMBDAS, LoadedCodec, save_codec_bundle
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("refine")
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    vbr = hydra.utils.instantiate(cfg["model"])
+    randomize_lae(vbr.modnet_ga, 0.5, seed=1)
+    randomize_lae(vbr.modnet_gs, 0.5, seed=2)
+    fixed_cfg = tiny_cfg(lae={"enabled": False})
+    fixed_cfg["lmbda"]["values"] = [0.013]
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(0, 255, 96)[None, :, None] * np.ones((80, 1, 3))
+    pixels = np.clip(ramp + rng.normal(0, 20, ramp.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(root / "img.png")
+    return {
+        "vbr": save_codec_bundle(root / "vbr.pt", vbr, cfg),
+        "fixed": save_codec_bundle(root / "fixed.pt", tiny_tcm(), fixed_cfg),
+        "image": root / "img.png",
+    }
+
+
+@pytest.fixture(scope="module")
+def codec(files: dict[str, Path]) -> ImageCodec:
+    return ImageCodec.load(files["vbr"])
+
+
+@pytest.fixture(scope="module")
+def image(files: dict[str, Path]) -> torch.Tensor:
+    return read_image(files["image"])
+
+
+def _real_loss(codec: ImageCodec, stream, x: torch.Tensor, lmbda: float) -> float:
+    """bpp of the y+z streams + 255²·λ·MSE of what the normal decoder reconstructs."""
+    x_hat = codec.decode(stream)
+    bits = 8 * (len(stream.y_string) + len(stream.z_string))
+    return bits / (x.shape[-2] * x.shape[-1]) + 255**2 * lmbda * float((x_hat - x).pow(2).mean())
+
+
+def test_zero_steps_is_the_plain_encoder(codec, image) -> None:
+    plain = codec.encode(image, 2.0)  # first, under inference mode (cached attention masks)
+    stream, result = refine_encode(codec, image, 2.0, RefineSchedule(steps=0))
+    assert stream.to_bytes() == plain.to_bytes()
+    assert len(result.losses) == 1 and result.best_step == 0
+
+
+@pytest.mark.parametrize("idx", [1.5, 4.0])
+def test_refinement_lowers_the_real_rd_loss_and_decodes(codec, image, idx: float) -> None:
+    lmbda = index_to_lmbda(codec.lmbdas, idx)
+    before = {k: v.clone() for k, v in codec.model.state_dict().items()}
+    plain = codec.encode(image, idx)
+    stream, result = refine_encode(codec, image, idx, RefineSchedule(steps=STEPS))
+    assert stream.lmbda_idx == pytest.approx(idx) and stream.to_bytes() != plain.to_bytes()
+    assert min(result.losses) < result.losses[0] and result.best_step > 0
+    assert len(result.losses) <= STEPS + 1
+    assert _real_loss(codec, stream, image, lmbda) < _real_loss(codec, plain, image, lmbda)
+    # the weights and their gradients are untouched, the rounding patch is gone
+    after = codec.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in codec.model.parameters())
+    entropy_models = [m for m in codec.model.modules() if isinstance(m, EntropyModel)]
+    assert entropy_models and all("quantize" not in vars(m) for m in entropy_models)
+
+
+def test_straight_through_rounding_passes_gradients() -> None:
+    model = tiny_tcm().eval()
+    z = torch.randn(1, 32, 2, 2, requires_grad=True)
+    plain_values, plain = model.entropy_bottleneck(z)
+    (plain_grad,) = torch.autograd.grad(-plain.log2().sum(), z)
+    with straight_through_rounding(model.modules()):
+        values, likelihood = model.entropy_bottleneck(z)
+        (grad,) = torch.autograd.grad(-likelihood.log2().sum(), z)
+    assert torch.equal(values, plain_values) and torch.equal(likelihood, plain)  # same values
+    assert plain_grad.abs().sum() == 0 and grad.abs().sum() > 0  # rounding blocked it before
+
+
+def test_fixed_rate_models_refine_with_their_trained_lambda(files, image) -> None:
+    codec = ImageCodec.load(files["fixed"])
+    stream, result = refine_encode(codec, image, None, RefineSchedule(steps=2))
+    assert stream.lmbda_idx is None and codec.decode(stream).shape == image.shape
+    assert min(result.losses) <= result.losses[0]
+    # as loaded from a reference state dict: no config, so no record of the trained λ
+    reference = ImageCodec(LoadedCodec(tiny_tcm(), list(PAPER_MSE_LMBDAS), "ref", {}))
+    with pytest.raises(RateError, match="does not record the λ"):
+        refine_encode(reference, image, None)
+    refine_encode(reference, image, None, RefineSchedule(steps=1), lmbda=0.013)
+
+
+def test_bad_rates_are_rejected(codec, image) -> None:
+    with pytest.raises(RateError, match="outside the trained range"):
+        refine_encode(codec, image, 5.5)
+    with pytest.raises(RateError, match="λ index required"):
+        refine_encode(codec, image, None)
+    with pytest.raises(ValueError, match="steps must be ≥ 0"):
+        RefineSchedule(steps=-1)
+
+
+@pytest.mark.filterwarnings("ignore::lae_vbr.codec.rate_control.RateControlWarning")
+def test_rate_control_codes_refined_files(codec, image) -> None:
+    schedule = RefineSchedule(steps=2)
+    target = refine_encode(codec, image, 3.0, schedule)[0].bpp
+    result = encode_to_bpp(codec, image, target, refine=schedule)
+    assert result.encodes <= 2
+    # the attempts were coded with refinement: the same file as refining at that index
+    twin, _ = refine_encode(codec, image, result.lmbda_idx, schedule)
+    assert result.stream.to_bytes() == twin.to_bytes()
+    assert codec.decode(result.stream).shape == image.shape
+
+
+def test_cli_refine_steps(files, tmp_path, capsys) -> None:
+    out = tmp_path / "r.lae"
+    common = ["--checkpoint", str(files["vbr"])]
+    assert (
+        main(
+            [
+                "compress",
+                str(files["image"]),
+                str(out),
+                "--quality",
+                "2",
+                "--refine-steps",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert "latents refined (2 steps)" in capsys.readouterr().out
+    assert read_bitstream(out).lmbda_idx == 2.0
+    assert main(["decompress", str(out), str(tmp_path / "r.png"), *common]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                str(files["image"]),
+                str(out),
+                "--quality",
+                "2",
+                "--refine-steps",
+                "-1",
+                *common,
+            ]
+        )
+        == 2
+    )
+    assert "must be 0 or more" in capsys.readouterr().err

@@ -1,0 +1,265 @@
+"""The R-λ, rate-control and DLM studies through ``src/eval.py``, and the latent toy
+experiment through the training entry point, end to end with tiny models on Kodak crops."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from helpers import tiny_cfg, tiny_tcm
+from lae_vbr.config import register_resolvers
+from lae_vbr.models.registry import save_codec_bundle
+from lae_vbr.paths import REPO_ROOT
+from lae_vbr.studies.latent_toy import LatentToyModule
+from lae_vbr.training import ConfigError, train
+from test_rate_control import scaling_vbr
+
+SIZE = 128
+CONF = REPO_ROOT / "conf"
+TINY_TRAIN = [
+    "trainer=cpu",
+    "logger=none",
+    "callbacks=none",
+    "data=sample",
+    "data.crop_size=128",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.max_val_images=1",
+    "+trainer.num_sanity_val_steps=0",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+register_resolvers()
+
+
+def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """The training config as ``src/train.py`` composes it, outputs under ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = cfg.paths.log_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def crops(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("crops")
+    for name in ("kodim05", "kodim23"):
+        with Image.open(shared / "data" / "kodak" / f"{name}.png") as img:
+            pixels = np.asarray(img.convert("RGB"))[100 : 100 + SIZE, 200 : 200 + SIZE]
+        Image.fromarray(pixels.copy()).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    cfg = tiny_cfg()
+    fixed_cfg = tiny_cfg(lae={"enabled": False})
+    fixed = {}
+    for seed, lmbda in ((1, 0.05), (2, 0.0035)):
+        torch.manual_seed(seed)
+        fixed_cfg["lmbda"]["values"] = [lmbda]
+        fixed[lmbda] = save_codec_bundle(root / f"fixed_{lmbda}.pt", tiny_tcm(), fixed_cfg)
+    return {
+        "vbr": save_codec_bundle(root / "vbr.pt", scaling_vbr(cfg), cfg),
+        "high": fixed[0.05],
+        "low": fixed[0.0035],
+    }
+
+
+def _run_study(overrides: list[str]) -> None:
+    spec = importlib.util.spec_from_file_location("lae_eval_entry", REPO_ROOT / "src/eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3", job_name="eval"):
+        cfg = compose("eval", overrides=["num_threads=1", "progress=false", *overrides])
+    module.main(cfg)
+
+
+def test_rlambda_study(checkpoints, crops, tmp_path) -> None:
+    _run_study(
+        [
+            "study=rlambda",
+            f"checkpoint={checkpoints['vbr']}",
+            f"test_dir={crops}",
+            "study.lmbda_grid=[0,1,2.5,4,5]",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    data = json.loads((tmp_path / "rlambda.json").read_text())
+    assert len(data["rows"]) == 2 * 5
+    for row in data["rows"]:
+        assert 0 < row["bits_streams"] < row["bits_file"] < row["bits_streams"] + 8 * 100
+    fits = {(f["image"], f["rate"], f["slope_mode"]): f for f in data["fits"]}
+    for (_, rate, mode), fit in fits.items():
+        if mode == "fixed":
+            assert fit["slope"] == 1.0
+            free = fits[(fit["image"], rate, "free")]
+            assert free["r2"] >= fit["r2"] - 1e-9  # a free slope fits at least as well
+    # the fitted C reproduces the mean residual: mean error of the slope-1 fit is centred
+    row_bits = [
+        r["bits_file"] - r["log2_mask_sum"] for r in data["rows"] if r["image"] == "kodim05.png"
+    ]
+    c_bpp = fits[("kodim05.png", "file", "fixed")]["C_bpp"]
+    assert c_bpp == pytest.approx(np.mean(row_bits) / SIZE**2)
+    assert {s["rate"] for s in data["summary"]} == {"file", "streams"}
+    assert "R² mean" in (tmp_path / "rlambda.md").read_text()
+    assert (tmp_path / "rlambda.png").stat().st_size > 10_000
+
+
+def test_ratecontrol_study(checkpoints, crops, tmp_path) -> None:
+    _run_study(
+        [
+            "study=ratecontrol",
+            f"checkpoint={checkpoints['vbr']}",
+            f"test_dir={crops}",
+            "max_images=1",
+            "study.target_fractions=[0.3,0.7]",
+            f"study.calibration.dir={crops}",
+            "study.calibration.lmbda_step=2.5",
+            "study.bisection.max_encodes=4",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    data = json.loads((tmp_path / "ratecontrol.json").read_text())
+    methods = {s["method"]: s for s in data["summary"]}
+    assert list(methods) == [
+        "ours",
+        "ours_global_start",
+        "ours_calibrated",
+        "ours_3",
+        "global",
+        "hyperbolic",
+        "bisection",
+    ]
+    assert methods["ours"]["encodes_max"] <= 2 and methods["ours_3"]["encodes_max"] <= 3
+    assert methods["global"]["encodes_max"] == 1 and methods["bisection"]["encodes_max"] <= 4
+    for row in data["rows"]:
+        low, high = row["image_range_bpp"]
+        assert row["in_range"] and low <= row["target_bpp"] <= high
+        assert row["rel_error"] == pytest.approx(row["bpp"] / row["target_bpp"] - 1)
+    assert data["calibration"]["lmbda_idx"] == [0.0, 2.5, 5.0]
+    assert "real encodes" in (tmp_path / "ratecontrol.md").read_text()
+
+
+def test_dlm_study(checkpoints, crops, tmp_path) -> None:
+    _run_study(
+        [
+            "study=dlm",
+            f"checkpoint={checkpoints['vbr']}",
+            f"test_dir={crops}",
+            "max_images=1",
+            "study.lmbda_grid=[0,2.5,5]",
+            "study.steps=2",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    data = json.loads((tmp_path / "dlm.json").read_text())
+    assert set(data["bd_rate"]) == {"psnr-rgb", "ms-ssim-rgb-db"}
+    refined = [r for r in data["rows"] if r["variant"] == "refined"]
+    assert len(refined) == 3 and all(r["loss_refined"] <= r["loss_plain"] for r in refined)
+    assert all(r["steps_run"] <= 2 for r in refined)
+    curves = data["curves"]
+    assert curves["plain"]["results"]["lmbda_idx"] != [] and "refined" in curves
+    assert "BD-rate of refined vs plain" in (tmp_path / "dlm.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("study", "extra", "message"),
+    [
+        ("rlambda", ["checkpoint={high}"], "needs a variable-rate model"),
+        ("ratecontrol", ["checkpoint={vbr}", "study.targets=[-1]"], "positive number of bpp"),
+        ("ratecontrol", ["checkpoint={vbr}", "study.methods=[ours,magic]"], "unknown rate-control"),
+        ("dlm", ["checkpoint={vbr}", "study.lmbda_grid=[0,9]"], "outside the trained range"),
+        ("dlm", [], "set checkpoint=PATH"),
+        ("dlm", ["checkpoint={vbr}", "study.steps=-2"], "steps must be ≥ 0"),
+    ],
+)
+def test_study_bad_input_is_one_line_error(
+    checkpoints, crops, tmp_path, caplog, study, extra, message
+) -> None:
+    overrides = [f"study={study}", f"test_dir={crops}", f"paths.output_dir={tmp_path}"]
+    overrides += [e.format(**checkpoints) for e in extra]
+    if study == "ratecontrol":
+        overrides.append(f"study.calibration.dir={crops}")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_info:
+        _run_study(overrides)
+    assert exit_info.value.code == 1
+    assert message in caplog.text and "Traceback" not in caplog.text
+
+
+# -- the latent toy experiment -----------------------------------------------------------------
+def _toy_cfg(tmp_path: Path, checkpoints: dict[str, Path], high: str, low: str, *extra: str):
+    return make_cfg(
+        tmp_path,
+        [
+            "experiment=latent_toy",
+            *TINY_TRAIN,
+            f"high_ckpt={checkpoints[high]}",
+            f"low_ckpt={checkpoints[low]}",
+            *extra,
+        ],
+    )
+
+
+def test_latent_toy_trains_end_to_end(checkpoints, tmp_path) -> None:
+    cfg = _toy_cfg(
+        tmp_path,
+        checkpoints,
+        "high",
+        "low",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "trainer.check_val_every_n_epoch=1",
+        "validate_after_fit=false",
+    )
+    metrics = train(cfg)
+    for key in (
+        "latent_psnr_low",
+        "latent_psnr_high",
+        "chain_bpp",
+        "chain_psnr",
+        "high_bpp",
+        "high_psnr",
+        "low_bpp",
+        "low_psnr",
+        "loss",
+    ):
+        assert np.isfinite(metrics[f"val/{key}"]), key
+    assert metrics["train/loss_epoch"] > 0
+    assert metrics["val/high_bpp"] > 0 and metrics["val/chain_bpp"] > 0
+
+
+def test_latent_toy_identity_mapping_reproduces_the_high_rate_model(checkpoints, tmp_path):
+    cfg = _toy_cfg(tmp_path, checkpoints, "high", "high", "latent_toy.contextual=true")
+    module = LatentToyModule(cfg).eval()
+    x = torch.rand(1, 3, 96, 80)
+    out = module.measure(x)  # untrained mappers are the identity, both models are the same
+    assert out["chain_bpp"] == pytest.approx(float(out["high_bpp"]), rel=1e-5)
+    assert out["chain_psnr"] == pytest.approx(float(out["high_psnr"]), rel=1e-5)
+    assert out["latent_psnr_low"] > 100 and out["loss"] == 0
+
+
+def test_latent_toy_rejects_missing_or_variable_rate_checkpoints(checkpoints, tmp_path):
+    with pytest.raises(ConfigError, match="needs two fixed-rate checkpoints"):
+        LatentToyModule(make_cfg(tmp_path, ["experiment=latent_toy", *TINY_TRAIN]))
+    with pytest.raises(ConfigError, match="needs a fixed-rate TCM checkpoint"):
+        LatentToyModule(_toy_cfg(tmp_path, checkpoints, "vbr", "low"))
