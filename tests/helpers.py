@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from lae_vbr.models import TCM, VariableRateCodec
-from lae_vbr.models.registry import PAPER_MSE_LMBDAS
+from lae_vbr.models.registry import PAPER_MSE_LMBDAS, save_codec_bundle
 
 #: The tiny TCM of ``conf/model/backbone/tcm_tiny.yaml`` (about 2 M parameters).
 TINY_TCM = {
@@ -61,3 +65,24 @@ def randomize_lae(lae: nn.Module, scale: float = 0.05, seed: int = 0) -> None:
     last.bias.copy_(torch.randn(last.bias.shape, generator=gen) * scale)
     if lae.mask.contextual:
         lae.mask.alpha.fill_(0.1)
+
+
+def write_tiny_teachers(folder: Path, lmbdas: Sequence[float] = PAPER_MSE_LMBDAS) -> list[Path]:
+    """One fixed-rate tiny TCM per λ, laid out as a ``fixed_tcm`` sweep (stage-1 teachers)."""
+    paths = []
+    for i, value in enumerate(lmbdas):
+        torch.manual_seed(100 + i)
+        cfg = {"model": TINY_TCM, "lmbda": {"values": [value]}, "run_name": f"teacher{i}"}
+        path = folder / f"{i}_fixed_tcm_tiny_l{value}" / "checkpoints" / "last.ckpt"
+        paths.append(save_codec_bundle(path, tiny_tcm(), cfg))
+    return paths
+
+
+def write_small_image(folder: Path, name: str = "val.png") -> Path:
+    """One small 80×96 photo-like image (a ramp plus noise): cheap six-λ validation passes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 96, dtype=np.float32)
+    image = ramp[None, :, None] * 0.6 + rng.uniform(0, 100, (80, 96, 3))
+    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / name)
+    return folder

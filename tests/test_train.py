@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from helpers import write_tiny_teachers
 from lae_vbr.config import register_resolvers
 from lae_vbr.models.registry import load_codec
 from lae_vbr.module import CompressionModule
@@ -77,6 +78,9 @@ def test_every_experiment_runs_fast_dev_run(
         "data.crop_size=128",
         f"data.val_dir={small_val_dir}",
     ]
+    if experiment == "vbr_stage1":  # needs one fixed-rate teacher per λ: tiny ones
+        write_tiny_teachers(tmp_path / "teachers")
+        overrides += ["model/backbone=tcm_tiny", f"stage.teachers={tmp_path / 'teachers'}"]
     cfg = make_cfg(tmp_path, overrides)
     metrics = train(cfg)
     assert metrics["train/loss"] > 0
@@ -160,7 +164,8 @@ def test_fixed_rate_checkpoint_initialises_vbr_training(
 
 
 def _run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    # one thread per process, as in the tests themselves (conftest.py)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "src" / "train.py"), *args],
         capture_output=True,
@@ -172,10 +177,14 @@ def _run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess
 
 def test_ddp_sim_two_processes(tmp_path: Path, small_val_dir: Path) -> None:
     """Two CPU processes through the real entry point (Lightning re-launches the script)."""
+    val_dir = tmp_path / "val"  # one validation image per process
+    val_dir.mkdir()
+    for name in ("a.png", "b.png"):
+        (val_dir / name).write_bytes((small_val_dir / "val.png").read_bytes())
     proc = _run_cli(
         [
             *TINY_RUN,
-            f"data.val_dir={small_val_dir}",
+            f"data.val_dir={val_dir}",
             "trainer=ddp_sim",
             "logger=csv",
             "callbacks=default",
@@ -184,12 +193,12 @@ def test_ddp_sim_two_processes(tmp_path: Path, small_val_dir: Path) -> None:
             "+trainer.limit_train_batches=2",
             "data.max_val_images=2",
             "validate_after_fit=false",
-            f"hydra.run.dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    lines = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
     assert "val/loss" in lines[0].split(",")
     assert "MEMBER: 2/2" in proc.stderr + proc.stdout  # the second process really ran
 

@@ -1,7 +1,11 @@
 """Time TCM-VBR compress / decompress / forward on one image (CPU by default).
 
     python experiments/bench/bench_codec.py --image ../shared/data/kodak/kodim01.png \
-        --threads 2 --repeats 5
+        --threads 2 --repeats 5 [--reference /tmp/VBR_work]
+
+``--reference CHECKOUT`` also times the reference implementation's ``TCM_VBR`` (imported from
+a checkout of github.com/gitgzq/VBR_work as ``experiments/reference_equivalence/compare.py``
+does) with the same harness, same weights seed and same image, one after the other.
 
 Untrained weights (the timing does not depend on training, only on the architecture and the
 number of symbols, which untrained weights overestimate). Prints the median of ``--repeats``
@@ -14,6 +18,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +27,8 @@ import torch
 from PIL import Image
 
 from lae_vbr.models import TCMVBR
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference_equivalence"))
 
 
 def _timed(fn, repeats: int, sync) -> tuple[float, list[float], object]:
@@ -36,6 +43,38 @@ def _timed(fn, repeats: int, sync) -> tuple[float, list[float], object]:
     return statistics.median(times), times, result
 
 
+def _bench(model, label: str, x: torch.Tensor, args, sync) -> dict:
+    """Median forward / compress / decompress seconds of one implementation."""
+    model = model.to(x.device).eval()
+    model.update()
+    with torch.inference_mode():
+        t_fwd, fwd_runs, _ = _timed(lambda: model(x, args.lmbda_index), args.repeats, sync)
+        t_enc, enc_runs, enc = _timed(
+            lambda: model.compress(x, args.lmbda_index), args.repeats, sync
+        )
+        # the reference's decompress has no image_size: it returns the padded image
+        extra = {"image_size": enc["image_size"]} if "image_size" in enc else {}
+        t_dec, dec_runs, _ = _timed(
+            lambda: model.decompress(enc["strings"], enc["shape"], args.lmbda_index, **extra),
+            args.repeats,
+            sync,
+        )
+    print(
+        f"{label}: {args.image.name} {list(x.shape[-2:])} ({args.threads} threads): "
+        f"forward {t_fwd:.3f} s, compress {t_enc:.3f} s, decompress {t_dec:.3f} s "
+        f"(median of {args.repeats})",
+        flush=True,
+    )
+    return {
+        "implementation": label,
+        "forward_s": round(t_fwd, 4),
+        "compress_s": round(t_enc, 4),
+        "decompress_s": round(t_dec, 4),
+        "runs": {"forward": fwd_runs, "compress": enc_runs, "decompress": dec_runs},
+        "bytes": sum(len(s[0]) for s in enc["strings"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, required=True)
@@ -46,6 +85,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--reference", type=Path, help="a checkout of the reference code")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -53,23 +93,18 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rgb = np.asarray(Image.open(args.image).convert("RGB"))
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255).to(device)
-    model = TCMVBR(N=args.N).to(device).eval()
-    model.update()
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
+    records = [_bench(TCMVBR(N=args.N), "lae-vbr", x, args, sync)]
+    if args.reference:
+        from compare import import_reference
 
-    with torch.inference_mode():
-        t_fwd, fwd_runs, _ = _timed(lambda: model(x, args.lmbda_index), args.repeats, sync)
-        t_enc, enc_runs, enc = _timed(
-            lambda: model.compress(x, args.lmbda_index), args.repeats, sync
+        reference = import_reference(args.reference)
+        torch.manual_seed(args.seed)
+        model = reference.TCM_VBR(
+            config=[2, 2, 2, 2, 2, 2], head_dim=[8, 16, 32, 32, 16, 8], N=args.N, M=320
         )
-        t_dec, dec_runs, _ = _timed(
-            lambda: model.decompress(
-                enc["strings"], enc["shape"], args.lmbda_index, image_size=enc["image_size"]
-            ),
-            args.repeats,
-            sync,
-        )
-    record = {
+        records.append(_bench(model, "reference", x, args, sync))
+    common = {
         "image": args.image.name,
         "size": list(x.shape[-2:]),
         "model": f"TCMVBR N={args.N} (untrained)",
@@ -78,17 +113,8 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "repeats": args.repeats,
-        "forward_s": round(t_fwd, 4),
-        "compress_s": round(t_enc, 4),
-        "decompress_s": round(t_dec, 4),
-        "runs": {"forward": fwd_runs, "compress": enc_runs, "decompress": dec_runs},
-        "bytes": sum(len(s[0]) for s in enc["strings"]),
     }
-    print(
-        f"{record['image']} {record['size']} on {device} ({args.threads} threads): "
-        f"forward {t_fwd:.3f} s, compress {t_enc:.3f} s, decompress {t_dec:.3f} s "
-        f"(median of {args.repeats})"
-    )
+    record = {**common, "implementations": records}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")

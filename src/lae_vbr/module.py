@@ -11,6 +11,8 @@ The whole composed Hydra config is stored in the checkpoint (``hyper_parameters.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -136,10 +138,15 @@ class CompressionModule(LightningModule):
         for i, metrics in enumerate(self.val_metrics):
             values: dict[str, float] = {}
             for name, metric in metrics.items():
-                if metric.update_called:
-                    values[name] = float(metric.compute())
-                    self.log(f"val/{name}/l{i}", values[name], sync_dist=False)
+                # Every process computes every metric: compute() syncs the states across
+                # processes, also those that saw no image for it (NaN when none did).
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "The ``compute`` method of metric")
+                    value = float(metric.compute())
                 metric.reset()
+                if math.isfinite(value):
+                    values[name] = value
+                    self.log(f"val/{name}/l{i}", value, sync_dist=False)
             if "loss" in values:
                 losses.append(values["loss"])
             if "bpp" in values:

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -229,10 +230,32 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         files = self.split_files("val")
-        return self._loader(ImageDataset(files), self.val_batch_size) if files else []
+        if not files:
+            return []
+        dataset = ImageDataset(files)
+        return self._loader(dataset, self.val_batch_size, self._eval_sampler(dataset))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(ImageDataset(self.split_files("test")), self.val_batch_size)
+        dataset = ImageDataset(self.split_files("test"))
+        return self._loader(dataset, self.val_batch_size, self._eval_sampler(dataset))
+
+    def _eval_sampler(self, dataset: ImageDataset) -> Sampler | None:
+        """Under DDP each process evaluates its own share of the images, each image once.
+
+        Lightning's default DistributedSampler pads the last share with repeated images, which
+        would count them twice in the per-λ metrics (torchmetrics then syncs the sums).
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        if len(dataset) < trainer.world_size:
+            raise DataError(
+                f"{len(dataset)} evaluation images for {trainer.world_size} processes: every "
+                "process needs at least one; use more images (data.max_val_images) or fewer devices"
+            )
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
 
     def _loader(
         self, dataset: ImageDataset, batch_size: int, sampler: Sampler | None = None

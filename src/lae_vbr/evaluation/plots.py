@@ -40,9 +40,10 @@ def rd_plot(
     axes = fig.subplots(1, 2)
     order = sorted(curves, key=lambda c: ("anchor", "classical", "model").index(c.kind))
     palette = matplotlib.colormaps["tab10"].colors
-    # the same colour for a curve in both panels; the model in black
+    # the same colour for a curve in both panels; a single model in black (several: colours)
+    single = sum(c.kind == "model" for c in order) == 1
     colors = {
-        c.name: "black" if c.kind == "model" else palette[i % len(palette)]
+        c.name: "black" if c.kind == "model" and single else palette[i % len(palette)]
         for i, c in enumerate(order)
     }
     for ax, (key, label) in zip(axes, _PANELS, strict=True):

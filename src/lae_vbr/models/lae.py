@@ -44,8 +44,8 @@ class LatentMask(nn.Module):
     """Pre-activation of the mask: f_λ(λ) broadcast over space, plus α·ctx(y).
 
     ``contextual=False`` removes the contextual branch (the "no context" ablation); the
-    parameters stay so that checkpoints keep one layout, but α is frozen at zero and the
-    branch is never evaluated.
+    parameters stay so that checkpoints keep one layout, but they are frozen (α at zero) and
+    the branch is never evaluated.
     """
 
     def __init__(
@@ -66,6 +66,8 @@ class LatentMask(nn.Module):
             channels // 2, channels // 2, head_dim, window_size, 0.0, "SW"
         )
         self.alpha = nn.Parameter(torch.zeros(1), requires_grad=contextual)
+        # Unused weights must not ask for gradients (DDP would wait for them).
+        self.latent_attn.requires_grad_(contextual)
 
     def forward(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
         emb = self.lmd_map(lmbda_idx).reshape(y.shape[0], self.channels, 1, 1)

@@ -20,6 +20,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from .gain_vbr import GainVariableRate
 from .state_dict import CheckpointError, extract_state_dict, normalize_state_dict
 from .tcm import TCM
 from .vbr import VariableRateCodec
@@ -42,13 +43,23 @@ def build_codec(
     lae: Mapping[str, Any] | None = None,
     num_lmbdas: int = len(PAPER_MSE_LMBDAS),
 ) -> CompressionModel:
-    """The backbone alone (fixed rate), or wrapped by LAEs when ``lae.enabled``.
+    """The backbone alone (fixed rate), or made variable-rate when ``lae.enabled``.
 
-    ``lae`` keys: ``enabled``, ``encoder``, ``decoder``, ``contextual``, ``layers`` and
-    optionally ``latent_channels`` (default: the backbone's ``M``).
+    ``lae.method`` picks how: ``"lae"`` (default) wraps the backbone in LAEs, with keys
+    ``encoder``, ``decoder``, ``contextual``, ``layers`` and optionally ``latent_channels``
+    (default: the backbone's ``M``); ``"gain"`` is the peer baseline, CompressAI's gain-based
+    variable-rate sibling of the backbone (:class:`GainVariableRate`), with key ``lmbdas``.
     """
     if not lae or not lae.get("enabled", True):
         return backbone
+    method = lae.get("method", "lae")
+    if method == "gain":
+        lmbdas = [float(v) for v in lae["lmbdas"]]
+        if len(lmbdas) != num_lmbdas:
+            raise ValueError(f"model.lae.lmbdas has {len(lmbdas)} values, expected {num_lmbdas}")
+        return GainVariableRate.around(backbone, lmbdas)
+    if method != "lae":
+        raise ValueError(f"unknown rate method model.lae.method={method!r}; use 'lae' or 'gain'")
     channels = lae.get("latent_channels") or getattr(backbone, "M", None)
     if channels is None:
         raise ValueError(

@@ -1,0 +1,189 @@
+"""Stage 1 of the paper's two-stage training of a variable-rate codec.
+
+Stage 1 ("static learning of latents") freezes the backbone and trains only the LAEs, on the
+λ-sampled RD loss plus two terms:
+
+* latent distillation: ``latent_weight`` (0.03) · MSE between the LAE-scaled latent and the
+  latent ``g_a(x)`` of the fixed-rate teacher trained for the drawn λ, one teacher per λ;
+* ``l2_weight`` (1e-4) · Σ ‖w‖₂ over the LAE parameters (each tensor's L2 norm, summed).
+
+Stage 2 is the ordinary :class:`~lae_vbr.module.CompressionModule` (everything trains on the RD
+loss), started from the stage-1 checkpoint with ``init_from``.
+
+The reference lists ``modnet_ga`` twice in its L2 term, so its decoder-side LAE goes
+unregularised. Both LAEs are regularised here, which is what the term is for;
+``stage.l2_modules=[modnet_ga]`` reproduces the reference.
+
+Teachers are loaded with :func:`~lae_vbr.models.registry.load_codec` (``weights_only``), frozen,
+and held outside the module tree, so they never reach the checkpoint's state dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.padding import pad_image
+from .models.registry import load_codec
+from .models.state_dict import copy_matching_weights
+from .models.vbr import VariableRateCodec
+from .module import CompressionModule
+from .training import ConfigError
+
+__all__ = ["LatentDistillationModule", "find_teachers"]
+
+log = logging.getLogger(__name__)
+
+HOW_TO_TRAIN = (
+    "train them with `python src/train.py -m experiment=fixed_tcm lmbda.value=<λ,...>` and set "
+    "stage.teachers to that sweep's folder or to a list of one checkpoint per λ"
+)
+
+
+def _stored_lmbdas(path: Path) -> list[float] | None:
+    """The λ set a project checkpoint was trained for (None for other files)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        cfg = obj["hyper_parameters"]["cfg"]
+        return [float(v) for v in cfg["lmbda"]["values"]]
+    except Exception:  # not a readable project checkpoint: ignored by the search
+        return None
+
+
+def find_teachers(
+    spec: str | PathLike | Sequence[Any] | None, lmbdas: Sequence[float]
+) -> list[Path]:
+    """One teacher checkpoint per λ, in the order of ``lmbdas``.
+
+    ``spec`` is a list of paths (one per λ) or a folder, searched for ``checkpoints/last.ckpt``
+    files of fixed-rate runs whose stored λ set is exactly one λ of ``lmbdas`` (the folder of a
+    ``experiment=fixed_tcm`` sweep). Raises :class:`ConfigError` naming every missing λ.
+    """
+    found: list[Path | None] = [None] * len(lmbdas)
+    problems: dict[int, str] = {}
+    if isinstance(spec, str | PathLike):
+        folder = Path(spec).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"stage.teachers={spec} is not a folder; {HOW_TO_TRAIN}")
+        for path in sorted(folder.rglob("checkpoints/last.ckpt")):
+            stored = _stored_lmbdas(path)
+            for i, value in enumerate(lmbdas):
+                if stored is not None and len(stored) == 1 and math.isclose(stored[0], value):
+                    if found[i] is not None:
+                        raise ConfigError(
+                            f"several teachers for λ={value:g} in {folder}: {found[i]} and "
+                            f"{path}; list one checkpoint per λ in stage.teachers"
+                        )
+                    found[i] = path
+        problems = {i: f"no run for it in {folder}" for i, p in enumerate(found) if p is None}
+    else:
+        entries = list(spec or [])
+        if entries and len(entries) != len(lmbdas):
+            raise ConfigError(
+                f"stage.teachers lists {len(entries)} checkpoints for {len(lmbdas)} λ values "
+                f"{list(lmbdas)}; give one per λ, in the same order"
+            )
+        for i in range(len(lmbdas)):
+            entry = entries[i] if entries else None
+            if not entry:
+                problems[i] = "not set"
+            elif not Path(str(entry)).expanduser().is_file():
+                problems[i] = f"{entry} not found"
+            else:
+                found[i] = Path(str(entry)).expanduser()
+    if problems:
+        missing = "; ".join(f"λ={lmbdas[i]:g} (index {i}): {why}" for i, why in problems.items())
+        raise ConfigError(
+            f"stage 1 needs a fixed-rate teacher for every λ; missing: {missing}. {HOW_TO_TRAIN}"
+        )
+    return [p for p in found if p is not None]
+
+
+class LatentDistillationModule(CompressionModule):
+    """Stage 1: frozen backbone, LAEs trained with latent distillation and L2 (see module doc).
+
+    Config ``stage``: ``teachers`` (see :func:`find_teachers`), ``latent_weight``,
+    ``l2_weight``, ``l2_modules``. Without ``init_from`` the backbone starts as the teacher of
+    the largest λ, as in the paper (a frozen random backbone would make the stage pointless).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        model = self.model
+        if not isinstance(model, VariableRateCodec) or model.modnet_ga is None:
+            raise ConfigError("stage 1 trains LAEs: use a model/lae with the encoder-side LAE")
+        stage = dict(cfg.get("stage") or {})
+        self.latent_weight = float(stage.get("latent_weight", 0.03))
+        self.l2_weight = float(stage.get("l2_weight", 1e-4))
+        lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
+        self._teachers = tuple(
+            self._load_teacher(p, v)
+            for p, v in zip(find_teachers(stage.get("teachers"), lmbdas), lmbdas, strict=True)
+        )  # a tuple: not submodules, so neither trained, moved by Lightning, nor saved
+
+        model.backbone.requires_grad_(False)
+        self._l2_params = self._lae_parameters(stage.get("l2_modules", ["modnet_ga", "modnet_gs"]))
+        if not cfg.get("init_from"):
+            top = max(range(len(lmbdas)), key=lmbdas.__getitem__)
+            copied, _ = copy_matching_weights(model, self._teachers[top].state_dict())
+            log.info(
+                "backbone initialised from the λ=%g teacher (%d tensors)", lmbdas[top], len(copied)
+            )
+
+    def _load_teacher(self, path: Path, lmbda: float) -> nn.Module:
+        loaded = load_codec(path)
+        if loaded.variable_rate:
+            raise ConfigError(f"teacher {path} for λ={lmbda:g} is a variable-rate model")
+        if loaded.config and not (
+            len(loaded.lmbdas) == 1 and math.isclose(loaded.lmbdas[0], lmbda)
+        ):
+            raise ConfigError(f"teacher {path} was trained for λ={loaded.lmbdas}, not {lmbda:g}")
+        width = getattr(loaded.model, "M", None)
+        if width is not None and int(width) != self.model.latent_channels:
+            raise ConfigError(
+                f"teacher {path} has {width} latent channels, the model "
+                f"{self.model.latent_channels}: train the teachers with the same backbone"
+            )
+        return loaded.model.eval().requires_grad_(False)
+
+    def _lae_parameters(self, names: Sequence[str]) -> list[nn.Parameter]:
+        params = []
+        for name in dict.fromkeys(names):
+            if name not in ("modnet_ga", "modnet_gs"):
+                raise ConfigError(f"stage.l2_modules: {name!r} is not an LAE (modnet_ga/modnet_gs)")
+            lae = getattr(self.model, name)
+            if lae is not None:
+                params += [p for p in lae.parameters() if p.requires_grad]
+        return params
+
+    def on_fit_start(self) -> None:
+        for teacher in self._teachers:
+            teacher.to(self.device)
+
+    @torch.no_grad()
+    def teacher_latents(self, x: Tensor, lmbda_idx: Tensor) -> Tensor:
+        """``g_a(x)`` of each sample's teacher (samples grouped by λ index)."""
+        idx = lmbda_idx.reshape(-1).round().long()
+        target: Tensor | None = None
+        for k in idx.unique().tolist():
+            sel = idx == k
+            teacher = self._teachers[k]
+            y = teacher.g_a(pad_image(x[sel], int(getattr(teacher, "pad_multiple", 1))))
+            if target is None:
+                target = y.new_empty((x.shape[0], *y.shape[1:]))
+            target[sel] = y
+        assert target is not None
+        return target
+
+    def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:
+        distill = F.mse_loss(out["y"], self.teacher_latents(x, lmbda_idx))
+        l2 = sum((p.norm() for p in self._l2_params), torch.zeros((), device=x.device))
+        return {"latent_distill": self.latent_weight * distill, "lae_l2": self.l2_weight * l2}

@@ -1,0 +1,77 @@
+"""The sweep summary: runs → evaluations (cached in the runs) → one plot and BD-rate table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from helpers import TINY_TCM, randomize_lae, tiny_cfg, tiny_tcm, tiny_vbr, write_small_image
+from lae_vbr.config import register_resolvers
+from lae_vbr.evaluation.summary import summarize
+from lae_vbr.models.registry import save_codec_bundle
+from lae_vbr.paths import REPO_ROOT
+
+register_resolvers()
+
+
+def _fake_sweep(folder: Path) -> None:
+    """Two variable-rate runs and a two-λ fixed-rate sweep, as training leaves them."""
+    for n, name in enumerate(("vbr_a", "vbr_b")):
+        torch.manual_seed(n)
+        model = tiny_vbr()
+        randomize_lae(model.modnet_ga, scale=0.3, seed=n)
+        cfg = {**tiny_cfg(), "run_name": name}
+        save_codec_bundle(folder / f"{n}_{name}" / "checkpoints" / "last.ckpt", model, cfg)
+    for n, value in enumerate((0.05, 0.0025), start=2):
+        torch.manual_seed(n)
+        name = f"fixed_tcm_tiny_l{value}"
+        cfg = {"model": {"_target_": "lae_vbr.models.registry.build_codec", "backbone": TINY_TCM,
+                         "lae": {"enabled": False}, "num_lmbdas": 1},
+               "lmbda": {"values": [value], "distortion": "mse"}, "run_name": name}  # fmt: skip
+        save_codec_bundle(folder / f"{n}_{name}" / "checkpoints" / "last.ckpt", tiny_tcm(), cfg)
+
+
+def _summary_cfg(out: Path, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("eval", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(out)
+    return cfg
+
+
+def test_summary_collects_every_run_into_one_plot_and_table(tmp_path: Path) -> None:
+    val_dir = write_small_image(tmp_path / "val")
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep)
+    overrides = ["study=summary", f"runs={sweep}", f"test_dir={val_dir}", "lmbda_step=2.5",
+                 "progress=false", "warmup=false", "anchors=[]"]  # fmt: skip
+    files = summarize(_summary_cfg(tmp_path / "out", overrides))
+
+    assert (tmp_path / "out" / "rd.png").is_file()
+    assert {p.stem for p in (tmp_path / "out" / "results").glob("*.json")} == {
+        "vbr_a", "vbr_b", "fixed_tcm_tiny"
+    }  # fmt: skip
+    fixed = json.loads((tmp_path / "out" / "results" / "fixed_tcm_tiny.json").read_text())
+    assert sorted(fixed["results"]["lmbda"]) == [0.0025, 0.05]  # the two runs, one curve
+    vbr = json.loads((tmp_path / "out" / "results" / "vbr_a.json").read_text())
+    assert sorted(vbr["results"]["lmbda_idx"]) == [0.0, 2.5, 5.0]
+    table = json.loads(files["bd_rate_json"].read_text())["results"]
+    pairs = {(r["test"], r["anchor"]) for r in table}
+    assert ("vbr_a", "vbr_b") in pairs and ("vbr_b", "fixed_tcm_tiny") in pairs
+    assert "| vbr_a |" in files["bd_rate_md"].read_text()
+
+    # Every run keeps its evaluation; a second summary reuses it instead of coding again.
+    cached = sorted(sweep.glob("*/eval/results/*.json"))
+    assert len(cached) == 4
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    summarize(_summary_cfg(tmp_path / "out2", overrides))
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
