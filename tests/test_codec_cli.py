@@ -272,6 +272,24 @@ def test_missing_demo_model_is_reported(files, tmp_path, monkeypatch, capsys) ->
     assert_one_line_error(code, err, 2, "demo model", "--checkpoint")
 
 
+def test_bundled_demo_model_codes_without_a_checkpoint(files, tmp_path, capsys) -> None:
+    """Right after install: no --checkpoint, the packaged demo model (≤ 10 MB) codes and
+    decodes, and a higher λ index gives a larger file."""
+    asset = importlib.resources.files("lae_vbr").joinpath("assets", "demo.pt")
+    assert asset.is_file(), "the package must ship lae_vbr/assets/demo.pt"
+    assert Path(str(asset)).stat().st_size <= 10 * 10**6
+    sizes = []
+    for quality in (0, 5):
+        out = tmp_path / f"q{quality}.lae"
+        code, _, _ = run(["compress", files["image"], out, "--quality", quality], capsys)
+        assert code == 0 and "lae-vbr-demo" in run(["info", out], capsys)[1]
+        png = tmp_path / f"q{quality}.png"
+        assert run(["decompress", out, png], capsys)[0] == 0
+        assert np.asarray(Image.open(png)).shape == (48, 70, 3)
+        sizes.append(out.stat().st_size)
+    assert sizes[0] < sizes[1]
+
+
 def test_cli_bad_data_exits_1(files, tmp_path, capsys) -> None:
     lae = tmp_path / "ok.lae"
     assert run(["compress", files["image"], lae, "--checkpoint", files["fixed"]], capsys)[0] == 0

@@ -39,7 +39,7 @@ def _write_images(folder: Path, sizes: dict[str, tuple[int, int]]) -> Path:
 def _validate(ckpt: Path, val_dir: Path) -> dict[str, float]:
     module = CompressionModule.load_from_checkpoint(ckpt, weights_only=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)  # fmt: skip
+                        enable_model_summary=False, default_root_dir=ckpt.parent)  # fmt: skip
     data = ImageDataModule(val_dir=val_dir, num_workers=0)
     return {k: float(v) for k, v in trainer.validate(module, data, verbose=False)[0].items()}
 

@@ -81,10 +81,16 @@ def test_every_experiment_runs_fast_dev_run(
     if experiment == "vbr_stage1":  # needs one fixed-rate teacher per λ: tiny ones
         write_tiny_teachers(tmp_path / "teachers")
         overrides += ["model/backbone=tcm_tiny", f"stage.teachers={tmp_path / 'teachers'}"]
+    if experiment == "latent_toy":  # two frozen fixed-rate models: tiny ones
+        low, *_, high = write_tiny_teachers(tmp_path / "teachers")
+        overrides += [f"high_ckpt={high}", f"low_ckpt={low}"]
     cfg = make_cfg(tmp_path, overrides)
     metrics = train(cfg)
     assert metrics["train/loss"] > 0
-    assert all(f"val/bpp/l{i}" in metrics for i in range(len(cfg.lmbda["values"])))
+    if experiment == "latent_toy":  # its own validation: latent PSNRs and the coded chain
+        assert {"val/latent_psnr_low", "val/chain_bpp", "val/chain_psnr"} <= set(metrics)
+    else:
+        assert all(f"val/bpp/l{i}" in metrics for i in range(len(cfg.lmbda["values"])))
 
 
 def test_checkpoint_rebuilds_model_and_resume_continues(
