@@ -5,7 +5,7 @@
 
 ``--reference CHECKOUT`` also times the reference implementation's ``TCM_VBR`` (imported from
 a checkout of github.com/gitgzq/VBR_work as ``experiments/reference_equivalence/compare.py``
-does) with the same harness, same weights seed and same image, one after the other.
+does) with the same harness, the same weights and the same image, one after the other.
 
 Untrained weights (the timing does not depend on training, only on the architecture and the
 number of symbols, which untrained weights overestimate). Prints the median of ``--repeats``
@@ -94,15 +94,17 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rgb = np.asarray(Image.open(args.image).convert("RGB"))
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
-    records = [_bench(TCMVBR(N=args.N), "lae-vbr", x, args, sync)]
+    ours = TCMVBR(N=args.N)
+    weights = {k: v.clone() for k, v in ours.state_dict().items()}
+    records = [_bench(ours, "lae-vbr", x, args, sync)]
     if args.reference:
         from compare import import_reference
 
         reference = import_reference(args.reference)
-        torch.manual_seed(args.seed)
         model = reference.TCM_VBR(
             config=[2, 2, 2, 2, 2, 2], head_dim=[8, 16, 32, 32, 16, 8], N=args.N, M=320
         )
+        model.load_state_dict(weights)  # the same keys: the same weights, the same bitstream
         records.append(_bench(model, "reference", x, args, sync))
     common = {
         "image": args.image.name,
