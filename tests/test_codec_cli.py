@@ -113,6 +113,18 @@ def assert_one_line_error(code: int, err: str, expected_code: int, *fragments: s
 
 
 # -- weights digest and λ mapping ---------------------------------------------------------------
+def test_fp16_bundle_keeps_buffers_in_float32(files) -> None:
+    """Only learned weights are halved: the 1e-9 likelihood bound must not round to 0."""
+    stored = torch.load(files["half"], weights_only=True)["state_dict"]
+    bound = stored["gaussian_conditional.likelihood_lower_bound.bound"]
+    assert bound.dtype == torch.float32 and float(bound) == pytest.approx(1e-9)
+    assert stored["g_a.0.conv1.weight"].dtype == torch.float16
+    model = load_codec(files["half"]).model
+    with torch.inference_mode():
+        likelihoods = model(torch.zeros(1, 3, 64, 64), 5.0)["likelihoods"]
+    assert all(float(v.min()) >= 1e-9 for v in likelihoods.values())
+
+
 def test_digest_is_the_same_for_an_fp16_bundle_and_its_loaded_model(files) -> None:
     stored = torch.load(files["half"], weights_only=True)["state_dict"]
     loaded = load_codec(files["half"]).model

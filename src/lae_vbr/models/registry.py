@@ -166,13 +166,16 @@ def save_codec_bundle(
     """Write a slim, self-describing codec file that :func:`load_codec` reads back.
 
     ``cfg`` needs ``model`` (the instantiable model config) and ``lmbda.values``. With
-    ``half=True`` floating-point weights are stored in fp16 (they are cast back on load).
+    ``half=True`` learned weights are stored in fp16 (they are cast back on load); buffers stay
+    float32: they are small, and some are constants fp16 cannot hold (the 1e-9 likelihood
+    bound would become 0, and Σ −log₂ likelihood infinite).
     """
     if "model" not in cfg or "values" not in cfg.get("lmbda", {}):
         raise ValueError("cfg needs 'model' and 'lmbda.values' to rebuild the codec")
+    weights = {id(p) for p in model.parameters()}
     state = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-        for k, v in model.state_dict().items()
+        k: (v.half() if half and id(v) in weights else v).detach().cpu().clone()
+        for k, v in model.state_dict(keep_vars=True).items()
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
