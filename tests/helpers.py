@@ -86,3 +86,12 @@ def write_small_image(folder: Path, name: str = "val.png") -> Path:
     image = ramp[None, :, None] * 0.6 + rng.uniform(0, 100, (80, 96, 3))
     Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / name)
     return folder
+
+
+def write_noisy_ramp(path: Path, height: int, width: int, noise: float, seed: int) -> Path:
+    """A horizontal grey ramp plus Gaussian noise (std ``noise``), as an 8-bit RGB PNG."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
+    pixels = np.clip(ramp + rng.normal(0, noise, ramp.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import randomize_lae, tiny_cfg
+from helpers import randomize_lae, tiny_cfg, write_noisy_ramp
 from lae_vbr.codec.api import (
     DecodeError,
     ImageCodec,
@@ -55,10 +55,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     randomize_lae(vbr.modnet_ga, seed=1)
     randomize_lae(vbr.modnet_gs, seed=2)
     fixed_cfg = tiny_cfg(lae={"enabled": False})
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 70)[None, :, None] * np.ones((48, 1, 3))
-    pixels = np.clip(ramp + rng.normal(0, 20, ramp.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / "img.png")
+    write_noisy_ramp(root / "img.png", 48, 70, noise=20, seed=0)
     return {
         "vbr": save_codec_bundle(root / "tiny.pt", vbr, cfg),
         "half": save_codec_bundle(root / "half.pt", vbr, cfg, half=True),

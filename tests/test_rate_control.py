@@ -11,9 +11,8 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from helpers import tiny_cfg
+from helpers import tiny_cfg, write_noisy_ramp
 from lae_vbr.codec.api import ImageCodec, RateError, read_image
 from lae_vbr.codec.cli import main
 from lae_vbr.codec.container import read_bitstream
@@ -40,10 +39,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ratecontrol")
     cfg = tiny_cfg()
     fixed_cfg = tiny_cfg(lae={"enabled": False})
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 120)[None, :, None] * np.ones((100, 1, 3))
-    pixels = np.clip(ramp + rng.normal(0, 25, ramp.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / "img.png")
+    write_noisy_ramp(root / "img.png", 100, 120, noise=25, seed=0)
     return {
         "vbr": save_codec_bundle(root / "vbr.pt", scaling_vbr(cfg), cfg),
         "fixed": save_codec_bundle(

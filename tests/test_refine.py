@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import numpy as np
 import pytest
 import torch
 from compressai.entropy_models import EntropyModel
-from PIL import Image
 
-from helpers import randomize_lae, tiny_cfg, tiny_tcm
+from helpers import randomize_lae, tiny_cfg, tiny_tcm, write_noisy_ramp
 from lae_vbr.codec.api import ImageCodec, RateError, index_to_lmbda, read_image
 from lae_vbr.codec.cli import main
 from lae_vbr.codec.container import read_bitstream
@@ -32,10 +30,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     randomize_lae(vbr.modnet_gs, 0.5, seed=2)
     fixed_cfg = tiny_cfg(lae={"enabled": False})
     fixed_cfg["lmbda"]["values"] = [0.013]
-    rng = np.random.default_rng(1)
-    ramp = np.linspace(0, 255, 96)[None, :, None] * np.ones((80, 1, 3))
-    pixels = np.clip(ramp + rng.normal(0, 20, ramp.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / "img.png")
+    write_noisy_ramp(root / "img.png", 80, 96, noise=20, seed=1)
     return {
         "vbr": save_codec_bundle(root / "vbr.pt", vbr, cfg),
         "fixed": save_codec_bundle(root / "fixed.pt", tiny_tcm(), fixed_cfg),

@@ -7,16 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
-from PIL import Image
 
-from helpers import write_tiny_teachers
+from helpers import write_small_image, write_tiny_teachers
 from lae_vbr.config import register_resolvers
 from lae_vbr.models.registry import load_codec
 from lae_vbr.module import CompressionModule
@@ -44,12 +42,7 @@ register_resolvers()
 @pytest.fixture(scope="module")
 def small_val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small validation image, so the six-λ validation passes stay cheap."""
-    folder = tmp_path_factory.mktemp("val")
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 96, dtype=np.float32)
-    image = ramp[None, :, None] * 0.6 + rng.uniform(0, 100, (80, 96, 3))
-    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / "val.png")
-    return folder
+    return write_small_image(tmp_path_factory.mktemp("val"))
 
 
 def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
