@@ -14,11 +14,8 @@ import hydra
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from lae_vbr.codec.api import CodecError
 from lae_vbr.config import register_resolvers
-from lae_vbr.data import DataError
-from lae_vbr.evaluation import EvalError
-from lae_vbr.models.state_dict import CheckpointError
+from lae_vbr.errors import LaeVbrError
 
 register_resolvers()
 log = logging.getLogger("eval")
@@ -29,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     study = get_method(cfg.study._target_)
     try:
         study(cfg)
-    except (EvalError, CheckpointError, CodecError, DataError, FileNotFoundError) as err:
+    except (LaeVbrError, FileNotFoundError) as err:  # what to change, in one line
         log.error("%s", err)
         sys.exit(1)
 

@@ -13,9 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from lae_vbr.config import register_resolvers
-from lae_vbr.data import DataError
-from lae_vbr.models.state_dict import CheckpointError
-from lae_vbr.training import ConfigError, train
+from lae_vbr.errors import LaeVbrError
+from lae_vbr.training import train
 
 register_resolvers()
 log = logging.getLogger("train")
@@ -25,7 +24,7 @@ log = logging.getLogger("train")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    except (ConfigError, CheckpointError, DataError) as err:
+    except LaeVbrError as err:  # a configuration, checkpoint or data problem: one line
         log.error("%s", err)
         sys.exit(1)
     # A scalar for sweepers that optimise (e.g. Optuna): the mean validation RD loss.

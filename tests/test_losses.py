@@ -69,17 +69,6 @@ def test_fractional_index_interpolates_lambda_log_linearly() -> None:
     assert torch.allclose(got, torch.tensor([LMBDAS[0], mid, LMBDAS[5]]))
 
 
-def test_per_lambda_groups_metrics() -> None:
-    loss = RateDistortionLoss(LMBDAS)
-    x = torch.rand(4, 3, 8, 8)
-    idx = torch.tensor([1.0, 1.0, 3.0, 1.0])
-    terms = loss(_output(x, 0.1), x, idx)
-    groups = loss.per_lambda(terms, idx)
-    assert set(groups) == {1, 3}
-    assert torch.allclose(groups[3]["mse"], terms["mse"][2])
-    assert torch.allclose(groups[1]["bpp"], terms["bpp"][[0, 1, 3]].mean())
-
-
 def test_fixed_rate_loss_needs_no_index_and_rejects_bad_sets() -> None:
     loss = RateDistortionLoss([0.013])
     x = torch.rand(2, 3, 8, 8)

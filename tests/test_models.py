@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from helpers import TINY_TCM, randomize_lae, tiny_tcm, tiny_vbr
-from lae_vbr.models import LAE, TCMVBR
+from lae_vbr.models import LAE, TCMVBR, ComposedCodec, RateError, VariableRateCodec
 from lae_vbr.models.registry import build_codec
 
 
@@ -50,7 +51,7 @@ def test_any_image_size_round_trips(size: tuple[int, int]) -> None:
     with torch.inference_mode():
         fwd = model(x, 2.5)
         enc = model.compress(x, 2.5)
-        dec = model.decompress(enc["strings"], enc["shape"], 2.5, image_size=enc["image_size"])
+        dec = model.decompress(enc["strings"], enc["shape"], 2.5)
     assert fwd["x_hat"].shape == x.shape
     assert dec["x_hat"].shape == x.shape
     # eval-mode forward quantises exactly as the coder does
@@ -84,7 +85,7 @@ def test_lambda_changes_rate_monotonically_when_lae_scales() -> None:
             sum(-torch.log2(v).sum() for v in model(x, lam)["likelihoods"].values()).item()
             for lam in (0.0, 2.5, 5.0)
         ]
-        log2m = [model.log2_mask_sum(model.analysis(x), lam).item() for lam in (0.0, 2.5, 5.0)]
+        log2m = [model.log2_mask_sum(model.g_a(x), lam).item() for lam in (0.0, 2.5, 5.0)]
     assert bits[0] < bits[1] < bits[2]
     assert log2m[0] < log2m[1] < log2m[2]
 
@@ -102,21 +103,37 @@ def test_wrong_number_of_lambdas_is_rejected() -> None:
 
 
 def test_single_lambda_vbr_is_rejected() -> None:
-    with pytest.raises(ValueError, match="at least 2 λ values"):
-        build_codec(tiny_tcm(), {"enabled": True}, num_lmbdas=1)
+    with pytest.raises(RateError, match="at least two λ values"):
+        build_codec(tiny_tcm(), partial(VariableRateCodec), num_lmbdas=1)
+    with pytest.raises(RateError, match="at least two λ values"):  # a checkpoint's older config
+        build_codec(tiny_tcm(), lae={"enabled": True}, num_lmbdas=1)
 
 
-def test_backbone_outside_a_vbr_call_is_the_fixed_rate_model() -> None:
+def test_the_pieces_without_laes_are_the_fixed_rate_model() -> None:
     model = tiny_vbr().eval()
     randomize_lae(model.modnet_ga)
     randomize_lae(model.modnet_gs)
+    fixed = ComposedCodec(
+        model.g_a, model.latent_codec, model.g_s, model.latent_channels, model.pad_multiple
+    ).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
-        plain = model.backbone(x)["x_hat"]
+        plain = fixed(x)["x_hat"]
         wrapped = model(x, 5.0)["x_hat"]
-        again = model.backbone(x)["x_hat"]
+        again = fixed(x)["x_hat"]
     assert torch.equal(plain, again)
     assert not torch.allclose(plain, wrapped)
+
+
+def test_no_hooks_and_no_per_call_state() -> None:
+    """The data path is written out: no module carries forward hooks, and a call leaves no
+    λ or latent behind on the model."""
+    model = tiny_vbr().eval()
+    before = {k: v for k, v in vars(model).items() if not k.startswith("_")}
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 64, 64), 2.0)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert {k: v for k, v in vars(model).items() if not k.startswith("_")} == before
 
 
 def test_vbr_state_dict_is_flat_and_reloads() -> None:

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from helpers import tiny_cfg, write_noisy_ramp
-from lae_vbr.codec.api import ImageCodec, RateError, read_image
 from lae_vbr.codec.cli import main
 from lae_vbr.codec.container import read_bitstream
+from lae_vbr.codec.errors import RateError
+from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.codec.images import read_image
 from lae_vbr.codec.rate_control import RateControlWarning, encode_to_bpp
 from lae_vbr.codec.rate_model import RateModel, fit_line
 from lae_vbr.models.padding import pad_image
@@ -67,7 +69,7 @@ def test_log_mask_sum_is_the_encoders_mask_on_the_padded_latent(codec, image) ->
     sums = rates.log2_mask_sum(grid)
     assert np.all(np.diff(sums) > 0)  # this mask grows with λ
     with torch.inference_mode():
-        y = codec.model.analysis(pad_image(image, 128))
+        y = codec.model.g_a(pad_image(image, 128))
         for idx, s in zip(grid, sums, strict=True):
             assert s == pytest.approx(float(codec.model.log2_mask_sum(y, idx)), rel=1e-5)
             # compress() reports the mean natural-log mask of the latent it actually coded

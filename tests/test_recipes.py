@@ -115,7 +115,7 @@ def test_fixed_rate_sweep_gives_one_named_run_per_lambda(tmp_path: Path) -> None
         ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
         cfg = ckpt["hyper_parameters"]["cfg"]
         assert cfg["run_name"] == f"fixed_tcm_tiny_l{value}"
-        assert cfg["lmbda"]["values"] == [value] and not cfg["model"]["lae"]["enabled"]
+        assert cfg["lmbda"]["values"] == [value] and not cfg["model"]["rate"]
         assert cfg["tags"] == ["fixed", "tcm_tiny", f"l{value}"]
         groups.add(cfg["group"])
     assert len(groups) == 1  # one W&B group per sweep
@@ -124,9 +124,9 @@ def test_fixed_rate_sweep_gives_one_named_run_per_lambda(tmp_path: Path) -> None
 def test_sweep_names_runs_after_its_choices(tmp_path: Path) -> None:
     cfg = make_cfg(
         tmp_path,
-        ["experiment=vbr_tcm", "model/backbone=mbt2018_mean", "model/lae=gain", "lmbda=msssim"],
+        ["experiment=vbr_tcm", "model/backbone=mbt2018_mean", "model/rate=gain", "lmbda=msssim"],
     )
     assert cfg.run_name == "vbr_mbt2018_mean_gain_msssim"
     assert list(cfg.tags) == ["vbr", "mbt2018_mean", "gain", "msssim"]
     assert cfg.logger.wandb.name == cfg.run_name and cfg.logger.wandb.group == cfg.group
-    assert cfg.loss.distortion == "ms-ssim" and cfg.model.lae.lmbdas == [3, 5, 8, 16, 36, 64]
+    assert cfg.loss.distortion == "ms-ssim" and cfg.model.rate.lmbdas == [3, 5, 8, 16, 36, 64]

@@ -109,7 +109,7 @@ def test_checkpoint_rebuilds_model_and_resume_continues(
     assert ckpt["lr_schedulers"][0]["last_epoch"] == 2
     # A checkpoint carries its config: no options needed to rebuild and to code with it.
     module = CompressionModule.load_from_checkpoint(last, weights_only=True)
-    assert module.variable_rate and module.loss.num_lmbdas == 6
+    assert module.model.variable_rate and module.loss.num_lmbdas == 6
     codec = load_codec(last)
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
@@ -139,7 +139,7 @@ def test_fixed_rate_checkpoint_initialises_vbr_training(
         [
             *TINY_RUN,
             f"data.val_dir={small_val_dir}",
-            "model/lae=none",
+            "model/rate=fixed",
             "lmbda.values=[0.05]",
             "trainer.max_epochs=1",
             "+trainer.limit_train_batches=1",

@@ -43,7 +43,7 @@ def main() -> None:
     x = torch.rand(1, 3, 96, 128)
     with torch.inference_mode():
         enc = reloaded.compress(x, 2.5)
-        dec = reloaded.decompress(enc["strings"], enc["shape"], 2.5, image_size=enc["image_size"])
+        dec = reloaded.decompress(enc["strings"], enc["shape"], 2.5)
     assert dec["x_hat"].shape == x.shape
     print(f"wrote {path} ({size / 2**20:.2f} MiB, {len(codec.lmbdas)} λ, name {args.name})")
 

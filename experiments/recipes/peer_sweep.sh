@@ -7,7 +7,7 @@ set -euo pipefail
 export OMP_NUM_THREADS=1
 cd "$(dirname "$0")/../.."
 python src/train.py -m experiment=vbr_tcm model/backbone=bmshj2018_hyperprior,mbt2018_mean \
-    model/lae=full,gain model.backbone.N=64 model.backbone.M=128 trainer=cpu logger=csv \
+    model/rate=lae,gain model.backbone.N=64 model.backbone.M=128 trainer=cpu logger=csv \
     data.crop_size=128 data.batch_size=8 data.num_workers=1 data.max_val_images=2 \
     trainer.max_epochs=15 trainer.check_val_every_n_epoch=15 optim.lr=5e-4 \
     "optim.scheduler.milestones=[]" "optim.scheduler.factors=[]" validate_after_fit=false \

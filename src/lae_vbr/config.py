@@ -6,9 +6,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import LaeVbrError
 from .paths import REPO_ROOT, shared_dir
 
-__all__ = ["register_resolvers", "to_container"]
+__all__ = ["ConfigError", "register_resolvers", "to_container"]
+
+
+class ConfigError(LaeVbrError):
+    """A configuration that cannot run; the message says what to change."""
 
 
 def register_resolvers() -> None:

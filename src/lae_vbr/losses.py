@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
+from .models.rate import interpolate_log_linear
+
 __all__ = ["MIN_MSSSIM_SIDE", "RateDistortionLoss", "bits_per_pixel", "psnr_from_mse"]
 
 #: Smallest image side the 5-scale MS-SSIM (11×11 window) accepts.
@@ -70,12 +72,7 @@ class RateDistortionLoss(nn.Module):
 
     def lmbda_values(self, lmbda_idx: Tensor) -> Tensor:
         """λ for (possibly fractional) indices, log-linearly interpolated between set points."""
-        idx = lmbda_idx.to(self.lmbdas.device).float().clamp(0, self.num_lmbdas - 1)
-        lo = idx.floor().long()
-        hi = (lo + 1).clamp(max=self.num_lmbdas - 1)
-        frac = idx - lo.float()
-        log_l = torch.log(self.lmbdas)
-        return torch.exp(log_l[lo] * (1 - frac) + log_l[hi] * frac)
+        return interpolate_log_linear(self.lmbdas, lmbda_idx)
 
     def forward(self, output: Mapping, target: Tensor, lmbda_idx: Tensor | None = None) -> dict:
         """Loss terms; per-sample tensors (``bpp``, ``mse``, ``psnr``, ``lmbda``) and scalars.
@@ -103,13 +100,3 @@ class RateDistortionLoss(nn.Module):
         out["bpp_loss"] = bpp.mean()
         out["mse_loss"] = mse.mean()
         return out
-
-    @staticmethod
-    def per_lambda(terms: Mapping[str, Tensor], lmbda_idx: Tensor) -> dict[int, dict[str, Tensor]]:
-        """Group per-sample ``bpp``/``mse``/``psnr`` by (integer) λ index: {i: {name: mean}}."""
-        groups: dict[int, dict[str, Tensor]] = {}
-        idx = lmbda_idx.reshape(-1).round().long()
-        for i in idx.unique().tolist():
-            sel = idx == i
-            groups[i] = {k: terms[k][sel].mean() for k in ("bpp", "mse", "psnr") if k in terms}
-        return groups

@@ -17,15 +17,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 
+from .config import ConfigError
+from .errors import LaeVbrError
 from .losses import MIN_MSSSIM_SIDE, RateDistortionLoss, bits_per_pixel, psnr_from_mse
-from .models.vbr import VariableRateCodec
-from .optim import MilestoneFactors, split_parameters
+from .models.composed import LearnedCodec
+from .optim import build_optimizers
 from .visualize import log_images, rd_figure
 
 __all__ = ["CompressionModule"]
@@ -37,10 +40,10 @@ class CompressionModule(LightningModule):
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": dict(cfg)})
-        self.model = instantiate(cfg["model"])
+        self.model: LearnedCodec = build_model(cfg["model"])
         self.loss: RateDistortionLoss = instantiate(cfg["loss"])
         self.optim_cfg = dict(cfg.get("optim", {}))
-        self.variable_rate = isinstance(self.model, VariableRateCodec)
+        _check_lambda_set(self.model, self.loss)
         self.automatic_optimization = False
         self.val_metrics = torch.nn.ModuleList(
             MetricCollection(
@@ -57,9 +60,7 @@ class CompressionModule(LightningModule):
 
     # -- model calls --------------------------------------------------------------------
     def forward(self, x: Tensor, lmbda_idx: Tensor | float | None = None) -> dict:
-        if self.variable_rate:
-            return self.model(x, lmbda_idx)
-        return self.model(x)
+        return self.model(x, lmbda_idx)
 
     def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:
         """Additional named loss terms; subclasses (e.g. the LAE warm-up stage) add theirs."""
@@ -99,16 +100,7 @@ class CompressionModule(LightningModule):
             self.lr_schedulers().step()
 
     def configure_optimizers(self) -> tuple[list, list]:
-        main, aux = split_parameters(self.model)
-        if not main:
-            raise ValueError("the model has no trainable parameters")
-        opt = torch.optim.Adam(main, lr=float(self.optim_cfg.get("lr", 1e-4)))
-        aux_params = aux or [torch.nn.Parameter(torch.zeros(1))]
-        aux_opt = torch.optim.Adam(aux_params, lr=float(self.optim_cfg.get("aux_lr", 1e-3)))
-        sched_cfg = self.optim_cfg.get("scheduler", {})
-        schedule = MilestoneFactors(sched_cfg.get("milestones", []), sched_cfg.get("factors", []))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return [opt, aux_opt], [scheduler]
+        return build_optimizers(self.model, self.optim_cfg)
 
     # -- validation ---------------------------------------------------------------------
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -164,3 +156,25 @@ class CompressionModule(LightningModule):
         """Store up-to-date CDF tables, so a checkpoint can be used for real coding at once."""
         self.model.update(force=True)
         checkpoint["state_dict"] = self.state_dict()
+
+
+def build_model(model_cfg: Mapping[str, Any]) -> LearnedCodec:
+    """Instantiate ``cfg.model``; a model that refuses its arguments becomes a ConfigError."""
+    try:
+        return instantiate(model_cfg)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, LaeVbrError):
+            raise ConfigError(f"model: {cause}") from cause
+        raise
+
+
+def _check_lambda_set(model: LearnedCodec, loss: RateDistortionLoss) -> None:
+    """The model takes exactly as many λ indices as the loss draws."""
+    if model.num_lmbdas != loss.num_lmbdas:
+        kind = "variable" if model.variable_rate else "fixed"
+        raise ConfigError(
+            f"the {kind}-rate model takes {model.num_lmbdas} λ value(s) but lmbda.values has "
+            f"{loss.num_lmbdas}; use lmbda=single for a fixed-rate model (model/rate=fixed) or "
+            "a set of at least two λ (e.g. lmbda=paper_mse) for a variable-rate one"
+        )

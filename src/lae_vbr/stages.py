@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import ConfigError
+from .models.composed import ComposedCodec
 from .models.padding import pad_image
 from .models.registry import load_codec
-from .models.state_dict import copy_matching_weights
-from .models.vbr import VariableRateCodec
+from .models.state_dict import CheckpointError, copy_matching_weights, read_checkpoint
 from .module import CompressionModule
-from .training import ConfigError
 
 __all__ = ["LatentDistillationModule", "find_teachers"]
 
@@ -51,10 +51,9 @@ HOW_TO_TRAIN = (
 def _stored_lmbdas(path: Path) -> list[float] | None:
     """The λ set a project checkpoint was trained for (None for other files)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        cfg = obj["hyper_parameters"]["cfg"]
-        return [float(v) for v in cfg["lmbda"]["values"]]
-    except Exception:  # not a readable project checkpoint: ignored by the search
+        cfg = read_checkpoint(path, mmap=True).config
+        return [float(v) for v in cfg["lmbda"]["values"]] if cfg else None
+    except (CheckpointError, KeyError, TypeError):  # not a project checkpoint: not a teacher
         return None
 
 
@@ -118,7 +117,7 @@ class LatentDistillationModule(CompressionModule):
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
         model = self.model
-        if not isinstance(model, VariableRateCodec) or model.modnet_ga is None:
+        if not isinstance(model, ComposedCodec) or model.modnet_ga is None:
             raise ConfigError("stage 1 trains LAEs: use a model/lae with the encoder-side LAE")
         stage = dict(cfg.get("stage") or {})
         self.latent_weight = float(stage.get("latent_weight", 0.03))
@@ -129,7 +128,8 @@ class LatentDistillationModule(CompressionModule):
             for p, v in zip(find_teachers(stage.get("teachers"), lmbdas), lmbdas, strict=True)
         )  # a tuple: not submodules, so neither trained, moved by Lightning, nor saved
 
-        model.backbone.requires_grad_(False)
+        for part in model.backbone_modules():
+            part.requires_grad_(False)
         self._l2_params = self._lae_parameters(stage.get("l2_modules", ["modnet_ga", "modnet_gs"]))
         if not cfg.get("init_from"):
             top = max(range(len(lmbdas)), key=lmbdas.__getitem__)
@@ -146,7 +146,7 @@ class LatentDistillationModule(CompressionModule):
             len(loaded.lmbdas) == 1 and math.isclose(loaded.lmbdas[0], lmbda)
         ):
             raise ConfigError(f"teacher {path} was trained for λ={loaded.lmbdas}, not {lmbda:g}")
-        width = getattr(loaded.model, "M", None)
+        width = getattr(loaded.model, "latent_channels", None)
         if width is not None and int(width) != self.model.latent_channels:
             raise ConfigError(
                 f"teacher {path} has {width} latent channels, the model "
@@ -176,7 +176,7 @@ class LatentDistillationModule(CompressionModule):
         for k in idx.unique().tolist():
             sel = idx == k
             teacher = self._teachers[k]
-            y = teacher.g_a(pad_image(x[sel], int(getattr(teacher, "pad_multiple", 1))))
+            y = teacher.g_a(pad_image(x[sel], teacher.pad_multiple))
             if target is None:
                 target = y.new_empty((x.shape[0], *y.shape[1:]))
             target[sel] = y

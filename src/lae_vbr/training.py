@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from .config import to_container
+from .config import ConfigError, to_container
 from .losses import MIN_MSSSIM_SIDE
 from .models.state_dict import copy_matching_weights, load_state_dict_file
 from .module import CompressionModule
@@ -20,10 +20,6 @@ from .module import CompressionModule
 __all__ = ["ConfigError", "train", "validate_config"]
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot train; the message says what to change."""
 
 
 def _pad_multiple(cfg: DictConfig) -> int:
@@ -35,13 +31,6 @@ def _pad_multiple(cfg: DictConfig) -> int:
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail before training, with a message saying what to change."""
-    values = list(cfg.lmbda["values"])
-    variable_rate = bool(cfg.model.get("lae") and cfg.model.lae.get("enabled", False))
-    if variable_rate and len(values) < 2:
-        raise ConfigError(
-            f"a variable-rate model needs at least two λ values, lmbda.values={values}; "
-            "use a larger set (e.g. lmbda=paper_mse) or model/lae=none for one λ"
-        )
     crop = cfg.data.get("crop_size")
     multiple = _pad_multiple(cfg)
     if crop is not None and (int(crop) <= 0 or int(crop) % multiple):

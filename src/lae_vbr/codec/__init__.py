@@ -1,8 +1,14 @@
-"""The compressed-file container and the image codec built on it.
+"""Compressed files and the codec that writes them.
 
-The container (``lae_vbr.codec.container``) is pure Python; the codec API
-(``lae_vbr.codec.api``: :class:`ImageCodec`, image I/O) needs torch and is imported on first
-use, so reading file headers stays fast.
+The container (:mod:`.container`) is pure Python, so reading headers stays fast; everything
+that needs torch is imported on first use:
+
+* :mod:`.image_codec`: :class:`ImageCodec`, a loaded model coding images to bitstreams;
+* :mod:`.images`: reading and writing image files;
+* :mod:`.errors`: the errors of coding (:class:`CodecError` and its kinds);
+* :mod:`.digest`: the weights digest that ties a file to its model;
+* :mod:`.rate_model`, :mod:`.rate_control`, :mod:`.refine`: the R-λ model, coding to a
+  target rate, and encoder-side latent refinement.
 """
 
 from __future__ import annotations
@@ -25,28 +31,32 @@ __all__ = [
     "ContainerError",
     "DecodeError",
     "ImageCodec",
+    "ImageError",
     "ModelId",
     "ModelMismatchError",
     "RateError",
+    "default_checkpoint",
     "read_bitstream",
     "read_image",
     "weights_digest",
     "write_png",
 ]
 
-_FROM_API = {
-    "CodecError",
-    "DecodeError",
-    "ImageCodec",
-    "ModelMismatchError",
-    "RateError",
-    "read_image",
-    "weights_digest",
-    "write_png",
+_LAZY = {
+    "CodecError": ".errors",
+    "DecodeError": ".errors",
+    "ImageError": ".errors",
+    "ModelMismatchError": ".errors",
+    "RateError": ".errors",
+    "ImageCodec": ".image_codec",
+    "default_checkpoint": ".image_codec",
+    "read_image": ".images",
+    "write_png": ".images",
+    "weights_digest": ".digest",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_API:
-        return getattr(import_module(".api", __name__), name)
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lae_vbr.errors import LaeVbrError
+
 from .container import FORMAT_VERSION, Bitstream, read_bitstream
 
 if TYPE_CHECKING:
-    from .api import ImageCodec
+    from .image_codec import ImageCodec
 
 __all__ = ["build_parser", "main"]
 
@@ -110,7 +112,7 @@ def _add_checkpoint(parser: argparse.ArgumentParser, what: str = "the codec") ->
 def _compress(args: argparse.Namespace) -> int:
     _check_input(args.input)
     _check_output(args.output)
-    from .api import read_image
+    from .images import read_image
 
     if args.bpp is not None and not (math.isfinite(args.bpp) and args.bpp > 0):
         raise UsageError(f"--bpp must be a positive number of bits per pixel, got {args.bpp:g}")
@@ -152,7 +154,7 @@ def _compress(args: argparse.Namespace) -> int:
 def _choose_rate(codec: ImageCodec, args: argparse.Namespace) -> float | None:
     """The λ index from the rate options (one for a variable-rate model, none otherwise);
     None with ``--bpp``, whose λ index rate control finds."""
-    from .api import RateError
+    from .errors import RateError
 
     given = any(v is not None for v in (args.quality, args.lmbda, args.bpp))
     if codec.variable_rate and not given:
@@ -178,7 +180,7 @@ def _decompress(args: argparse.Namespace) -> int:
         raise UsageError(f"the output is written as PNG; name it *.png, not {args.output.name}")
     stream = read_bitstream(args.input)  # a bad file fails before the model is loaded
     codec = _load(args.checkpoint)
-    from .api import write_png
+    from .images import write_png
 
     write_png(codec.decode(stream), args.output)
     print(f"{args.input} -> {args.output}: {stream.width}×{stream.height}")
@@ -233,7 +235,7 @@ def _check_output(path: Path) -> None:
 def _load(checkpoint: Path | None) -> ImageCodec:
     from lae_vbr.models.state_dict import CheckpointError
 
-    from .api import ImageCodec
+    from .image_codec import ImageCodec
 
     try:
         return ImageCodec.load(checkpoint)
@@ -261,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         detail = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else err
         return _fail(detail, FAILED)
-    except ValueError as err:  # ContainerError and the codec's errors
+    except LaeVbrError as err:  # a bad file, image or model: ContainerError, CodecError, ...
         return _fail(err, FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

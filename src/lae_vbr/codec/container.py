@@ -17,6 +17,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from lae_vbr.errors import LaeVbrError
+
 __all__ = [
     "DIGEST_SIZE",
     "FORMAT_VERSION",
@@ -33,7 +35,7 @@ __all__ = [
 
 MAGIC = b"LAE"
 FORMAT_VERSION = 1
-#: Bytes of the weights digest that identify a model (see ``lae_vbr.codec.api.weights_digest``).
+#: Bytes of the weights digest that identify a model (see ``lae_vbr.codec.digest.weights_digest``).
 DIGEST_SIZE = 8
 #: Longer model names are cut (at a character boundary) when a file is written.
 MAX_NAME_BYTES = 32
@@ -50,7 +52,7 @@ _CRC = struct.Struct("<I")
 _FLOAT = struct.Struct("<f")
 
 
-class ContainerError(ValueError):
+class ContainerError(LaeVbrError):
     """Bytes that are not a well-formed lae-vbr file (wrong magic or version, corrupt,
     truncated, or with impossible sizes)."""
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from .api import ImageCodec, RateError
 from .container import Bitstream, to_float32
+from .errors import RateError
+from .image_codec import ImageCodec
 from .rate_model import RateModel
 
 if TYPE_CHECKING:
@@ -131,8 +132,7 @@ def encode_to_bpp(
         raise ValueError(f"max_encodes must be at least 1, got {max_encodes}")
     if not (math.isfinite(slope) and slope > 0):
         raise ValueError(f"slope must be a positive number, got {slope}")
-    if not codec.variable_rate:
-        raise RateError(f"model {codec.id} is fixed-rate: it has no rate to control")
+    codec.require_variable_rate("rate control")
     began = time.perf_counter()
     x = x.unsqueeze(0) if x.dim() == 3 else x
     rates = RateModel(codec.model, x)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lae_vbr.models.composed import ComposedCodec
 from lae_vbr.models.padding import pad_image
-from lae_vbr.models.vbr import VariableRateCodec
+from lae_vbr.models.rate import RateError
 
-from .api import RateError, pad_multiple
 from .container import to_float32
 
 __all__ = ["LineFit", "RateModel", "fit_line"]
@@ -35,8 +35,8 @@ class RateModel:
         chunk: λ indices evaluated per LAE call (they share the latent, batched).
     """
 
-    def __init__(self, model: VariableRateCodec, x: Tensor, chunk: int = 16) -> None:
-        if not isinstance(model, VariableRateCodec) or model.modnet_ga is None:
+    def __init__(self, model: ComposedCodec, x: Tensor, chunk: int = 16) -> None:
+        if not isinstance(model, ComposedCodec) or model.modnet_ga is None:
             raise RateError(
                 "the R-λ model needs a variable-rate model with an encoder-side LAE; "
                 f"got {type(model).__name__}"
@@ -48,7 +48,7 @@ class RateModel:
         self.chunk = chunk
         device = next(model.parameters()).device
         with torch.inference_mode():
-            self.y = model.analysis(pad_image(x.to(device), pad_multiple(model)))
+            self.y = model.g_a(pad_image(x.to(device), model.pad_multiple))  # before the LAE
 
     def log2_mask_sum(self, lmbda_idx: float | Sequence[float] | Tensor) -> np.ndarray:
         """Σ log₂ m (bits) at each λ index (rounded to the float32 a file stores)."""

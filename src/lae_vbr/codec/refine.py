@@ -2,32 +2,32 @@
 
 The latents y (after the encoder-side LAE) and z are made free variables and moved by plain
 gradient descent on the image's own rate-distortion loss ``bpp + 255²·λ·MSE``, computed
-through the frozen entropy model and decoder path (``forward_latent``); the best (y, z) seen
-are entropy coded. Only the encoder changes, so the file is decoded by the normal decoder.
+through the frozen latent codec and decoder path (decoder-side LAE, ``g_s``); the best (y, z)
+seen are entropy coded. Only the encoder changes, so the file is decoded by the normal
+decoder. It works on every composed codec (TCM, CompressAI backbones, with or without LAEs).
 
-Rounding inside the entropy models gets a straight-through gradient here, so the loss is the
-rate of the values actually coded (not a noisy proxy), its gradient still reaches the latents,
-and "keep the best step" compares exact values.
+Rounding inside the latent codec gets a straight-through gradient here (its
+``straight_through`` mode), so the loss is the rate of the values actually coded (not a noisy
+proxy), its gradient still reaches the latents, and "keep the best step" compares exact values.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
-from compressai.entropy_models import EntropyModel
-from torch import Tensor, nn
+from torch import Tensor
 
 from lae_vbr.losses import RateDistortionLoss
+from lae_vbr.models.composed import ComposedCodec
 from lae_vbr.models.padding import crop_image, pad_image
-from lae_vbr.models.vbr import VariableRateCodec
+from lae_vbr.models.rate import value_of_index
 
-from .api import ImageCodec, ImageError, RateError, index_to_lmbda, pad_multiple
-from .container import Bitstream, to_float32
+from .container import Bitstream
+from .errors import RateError
+from .image_codec import ImageCodec
 
 __all__ = ["KODAK_PIXELS", "RefineResult", "RefineSchedule", "refine_encode", "refine_latents"]
 
@@ -70,34 +70,18 @@ class RefineResult:
     seconds: float = 0.0
 
 
-def _ste_quantize(
-    module: EntropyModel, inputs: Tensor, mode: str, means: Tensor | None = None
-) -> Tensor:
-    out = type(module).quantize(module, inputs, mode, means)
-    if mode != "dequantize":
-        return out
-    return inputs + (out - inputs).detach()
-
-
-@contextmanager
-def straight_through_rounding(modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Inside, eval-mode CompressAI entropy models round with an identity gradient."""
-    patched = [m for m in modules if isinstance(m, EntropyModel)]
-    for m in patched:
-        m.quantize = partial(_ste_quantize, m)
-    try:
-        yield
-    finally:
-        for m in patched:
-            del m.quantize
-
-
-def _backbone(model: nn.Module) -> nn.Module:
-    return model.backbone if isinstance(model, VariableRateCodec) else model
+def refinable(model: object) -> ComposedCodec:
+    """``model`` if latent refinement can run on it; RateError saying why not otherwise."""
+    if not isinstance(model, ComposedCodec):
+        raise RateError(
+            f"latent refinement needs a model built as g_a → latent codec → g_s; "
+            f"{type(model).__name__} codes inside its own model (e.g. the gain-based peer)"
+        )
+    return model
 
 
 def refine_latents(
-    model: nn.Module,
+    model: ComposedCodec,
     x: Tensor,
     lmbda: float,
     lmbda_idx: float | None = None,
@@ -105,53 +89,62 @@ def refine_latents(
 ) -> RefineResult:
     """Optimise (y, z) of one image ``x`` (1, 3, H, W) for ``bpp + 255²·lmbda·MSE``.
 
-    ``model`` is a TCM-style codec (``g_a``, ``h_a``, ``forward_latent``) or a variable-rate
-    codec around one, then coded at ``lmbda_idx``. Weights are not touched.
+    y is the latent after the encoder-side LAE at ``lmbda_idx`` (None: a fixed-rate model);
+    the loss runs through the frozen latent codec (straight-through rounding), decoder-side
+    LAE and ``g_s``. Weights are not touched.
     """
     schedule = schedule or RefineSchedule()
-    if isinstance(model, VariableRateCodec) and lmbda_idx is None:
-        raise RateError("refining for a variable-rate model needs its λ index")
-    backbone = _backbone(model)
+    model = refinable(model)
+    lmbdas = model.lmbda_input(lmbda_idx, 1)
     height, width = x.shape[-2:]
     loss_fn = RateDistortionLoss([lmbda]).to(x.device)
-    context = model.conditioned(lmbda_idx, 1) if isinstance(model, VariableRateCodec) else None
     start = time.perf_counter()
-    with context or nullcontext(), straight_through_rounding(backbone.modules()):
-        with torch.no_grad():
-            y = backbone.g_a(pad_image(x, pad_multiple(model)))  # after the encoder LAE
-            z = backbone.h_a(y)
+    with torch.no_grad():
+        y, _ = model.analysis(pad_image(x, model.pad_multiple), lmbdas)
+        z = model.latent_codec.hyper_analysis(y)
 
-        def loss_at(y: Tensor, z: Tensor) -> Tensor:
-            out = backbone.forward_latent(y, z)
-            out["x_hat"] = crop_image(out["x_hat"], height, width).clamp(0, 1)
-            return loss_fn(out, x)["loss"]
+    def loss_at(y: Tensor, z: Tensor) -> Tensor:
+        coded = model.latent_codec(y, z, straight_through=True)
+        x_hat = crop_image(model.synthesis(coded["y_hat"], lmbdas), height, width).clamp(0, 1)
+        return loss_fn({"x_hat": x_hat, "likelihoods": coded["likelihoods"]}, x)["loss"]
 
-        result = RefineResult(y.detach().clone(), z.detach().clone())
-        lr = schedule.lr * height * width / KODAK_PIXELS
-        best = float("inf")
-        for step in range(schedule.steps + 1):
-            y.requires_grad_(True)
-            z.requires_grad_(True)
-            with torch.enable_grad():
-                loss = loss_at(y, z)
-                value = float(loss.detach())
-                if value < best:
-                    best, result.best_step = value, step
-                    result.y, result.z = y.detach().clone(), z.detach().clone()
-                previous = result.losses[-1] if result.losses else None
-                result.losses.append(value)
-                if step == schedule.steps:
-                    break
-                if previous is not None:
-                    if abs(previous - value) <= schedule.min_change * abs(previous):
-                        break
-                    if value > previous:
-                        lr *= 0.5
-                grad_y, grad_z = torch.autograd.grad(loss, (y, z))
-            y = (y - lr * grad_y).detach()
-            z = (z - lr * grad_z).detach()
-            lr *= schedule.decay
+    result = _descend(loss_at, y, z, schedule, schedule.lr * height * width / KODAK_PIXELS)
     result.seconds = time.perf_counter() - start
+    return result
+
+
+def _descend(
+    loss_at: Callable[[Tensor, Tensor], Tensor],
+    y: Tensor,
+    z: Tensor,
+    schedule: RefineSchedule,
+    lr: float,
+) -> RefineResult:
+    """The reference's gradient descent on (y, z), keeping the best step."""
+    result = RefineResult(y.detach().clone(), z.detach().clone())
+    best = float("inf")
+    for step in range(schedule.steps + 1):
+        y.requires_grad_(True)
+        z.requires_grad_(True)
+        with torch.enable_grad():
+            loss = loss_at(y, z)
+            value = float(loss.detach())
+            if value < best:
+                best, result.best_step = value, step
+                result.y, result.z = y.detach().clone(), z.detach().clone()
+            previous = result.losses[-1] if result.losses else None
+            result.losses.append(value)
+            if step == schedule.steps:
+                break
+            if previous is not None:
+                if abs(previous - value) <= schedule.min_change * abs(previous):
+                    break
+                if value > previous:
+                    lr *= 0.5
+            grad_y, grad_z = torch.autograd.grad(loss, (y, z))
+        y = (y - lr * grad_y).detach()
+        z = (z - lr * grad_z).detach()
+        lr *= schedule.decay
     return result
 
 
@@ -168,27 +161,17 @@ def refine_encode(
     (log-linear between trained values). A fixed-rate model uses its trained λ, or ``lmbda``
     when given (required for reference state dicts, which do not record it).
     """
-    x = x.unsqueeze(0) if x.dim() == 3 else x
-    if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point():
-        raise ImageError(f"expected one float RGB image (1, 3, H, W), got {tuple(x.shape)}")
-    if codec.variable_rate:
-        if lmbda_idx is None:
-            raise RateError(f"model {codec.id} is variable-rate: λ index required")
-        lmbda_idx = to_float32(codec.rate_index(quality=lmbda_idx))
-        lmbda = index_to_lmbda(codec.lmbdas, lmbda_idx) if lmbda is None else lmbda
-    elif lmbda_idx is not None:
-        raise RateError(f"model {codec.id} is fixed-rate: λ index not accepted")
-    elif lmbda is None:
-        if not codec.loaded.config:
+    x = codec.check_image(x)
+    lmbda_idx = codec.check_rate(lmbda_idx)
+    model = refinable(codec.model)
+    if lmbda is None:
+        if not codec.loaded.config and not codec.variable_rate:
             raise RateError(
                 f"model {codec.id} does not record the λ it was trained for; give lmbda"
             )
-        lmbda = codec.lmbdas[0]
-    model = codec.model
+        lmbda = value_of_index(codec.lmbdas, 0.0 if lmbda_idx is None else lmbda_idx)
     x = x.to(next(model.parameters()).device)
     result = refine_latents(model, x, lmbda, lmbda_idx, schedule)
-    context = model.conditioned(lmbda_idx, 1) if codec.variable_rate else nullcontext()
-    with torch.inference_mode(), context:
-        encoding = _backbone(model).compress_latent(result.y, result.z)
-    encoding["image_size"] = tuple(x.shape[-2:])
-    return codec.pack(encoding, lmbda_idx), result
+    with torch.inference_mode():
+        encoding = model.latent_codec.compress(result.y, result.z)
+    return codec.pack({**encoding, "shape": tuple(x.shape[-2:])}, lmbda_idx), result

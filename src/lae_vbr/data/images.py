@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lae_vbr.errors import LaeVbrError
+
 __all__ = [
     "IMAGE_FORMATS",
     "DataError",
@@ -46,7 +48,7 @@ _NATIVE_16 = ";16L" if sys.byteorder == "little" else ";16B"
 _OTHER_ENDIAN = {";16B": ";16L", ";16L": ";16B", ";16N": ";16B" if _NATIVE_16 == ";16L" else ";16L"}
 
 
-class DataError(ValueError):
+class DataError(LaeVbrError):
     """Input data that cannot be used: a missing or empty folder, an unreadable image."""
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lae_vbr.codec.api import ImageCodec
 from lae_vbr.codec.container import Bitstream
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.models.registry import LoadedCodec
 
 from .results import EvalError

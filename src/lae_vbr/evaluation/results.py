@@ -18,6 +18,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from lae_vbr.errors import LaeVbrError
+
 from .metrics import msssim_db
 
 __all__ = [
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class EvalError(ValueError):
+class EvalError(LaeVbrError):
     """A problem with the evaluation's inputs (test set, anchors, grid); shown as one line."""
 
 

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lae_vbr.codec.api import ImageCodec
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.data import list_images, load_rgb_image
 from lae_vbr.models.registry import load_codec
 from lae_vbr.models.state_dict import CheckpointError

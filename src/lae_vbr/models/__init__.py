@@ -1,17 +1,29 @@
-"""Codecs: fixed-rate TCM and CompressAI backbones, the LAE, and the variable-rate wrappers."""
+"""Codecs as explicit compositions: ``g_a → [encoder LAE] → latent codec → [decoder LAE] → g_s``.
 
-from .compressai_backbone import CompressAIBackbone
+``TCM`` and ``TCMVBR`` are registered in CompressAI's model registry as ``tcm`` and
+``tcm-vbr`` (``compressai.zoo.image_models`` style: ``compressai.registry.MODELS["tcm"]``).
+"""
+
+from .composed import ComposedCodec, LearnedCodec
+from .compressai_backbone import CompressAIBackbone, CompressAIHyperprior
 from .gain_vbr import GainVariableRate
 from .lae import LAE
-from .tcm import TCM, TCM_SIZES
+from .latent_codec import LatentCodec, TCMLatentCodec
+from .rate import RateError
+from .tcm import TCM
 from .vbr import TCMVBR, VariableRateCodec
 
 __all__ = [
     "LAE",
     "TCM",
-    "TCM_SIZES",
     "TCMVBR",
+    "ComposedCodec",
     "CompressAIBackbone",
+    "CompressAIHyperprior",
     "GainVariableRate",
+    "LatentCodec",
+    "LearnedCodec",
+    "RateError",
+    "TCMLatentCodec",
     "VariableRateCodec",
 ]

@@ -1,13 +1,13 @@
-"""CompressAI's image codecs as backbones, with the any-size coding API of :class:`TCM`.
+"""CompressAI's hyperprior codecs as composed codecs: ``g_a → latent codec → g_s``.
 
-CompressAI's zoo models need image sides that are multiples of 64 and do not report the image
-size. :class:`CompressAIBackbone` builds any of its hyperprior models by registry name
-(``bmshj2018-hyperprior``, ``mbt2018-mean``, ``mbt2018``, ``cheng2020-anchor``, their ``-vbr``
-variants, ...) and adds, in this one place, what all codecs of this project share: inputs are
-replicate-padded to ``pad_multiple`` and outputs cropped back, ``compress`` returns
-``image_size`` and ``decompress`` accepts it. The inner model's ``g_a``/``g_s`` are exposed, so
-:class:`~lae_vbr.models.vbr.VariableRateCodec` wraps it like TCM, and its state-dict keys stay
-unprefixed, so CompressAI checkpoints load unchanged.
+:class:`CompressAIBackbone` builds a model of CompressAI's registry by name
+(``bmshj2018-hyperprior``, ``mbt2018-mean``, ``mbt2018``, ``cheng2020-anchor``, ...) and takes
+it apart: its ``g_a`` and ``g_s``, and :class:`CompressAIHyperprior`, the one adapter that runs
+the model's hyperprior and Gaussian conditional (scale-only, mean-scale, or with CompressAI's
+serial context model) as a latent codec. The result is a
+:class:`~lae_vbr.models.composed.ComposedCodec` like TCM, so the LAEs, latent refinement and
+the R-λ model work on it, any image size works (padding to 64), and the state-dict keys are
+CompressAI's own, so CompressAI checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -15,99 +15,167 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from compressai.models import CompressionModel
+import torch
+import torch.nn.functional as F
+from compressai.models import (
+    JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
 from compressai.registry import MODELS
 from torch import Tensor, nn
 
-from .padding import crop_image, pad_image
-from .state_dict import register_entropy_buffer_resizing
+from .composed import ComposedCodec
+from .entropy import bottleneck_likelihood, gaussian_likelihood, ste_round
 
-__all__ = ["CompressAIBackbone"]
+__all__ = ["CompressAIBackbone", "CompressAIHyperprior"]
 
-_INNER = "model."
+#: CompressAI's context model: a 5×5 masked convolution, y is 4× z's size.
+_CONTEXT_KERNEL = 5
 
 
-class CompressAIBackbone(CompressionModel):
+class CompressAIHyperprior(nn.Module):
+    """The latent codec of a CompressAI hyperprior model (its own modules and key names).
+
+    Three families differ only in how the Gaussian parameters of y are formed: scales from
+    ``h_s(z_hat)`` with ``h_a(|y|)`` (``ScaleHyperprior``), scales and means from ``h_s``
+    (``MeanScaleHyperprior``), or ``entropy_parameters`` of ``h_s`` and a serial context
+    model (``JointAutoregressiveHierarchicalPriors``; coded pixel by pixel, CPU only).
+    """
+
+    def __init__(self, model: ScaleHyperprior) -> None:
+        super().__init__()
+        if not isinstance(model, ScaleHyperprior):
+            raise TypeError(
+                f"{type(model).__name__} is not one of CompressAI's hyperprior models "
+                "(bmshj2018-hyperprior, mbt2018-mean, mbt2018, cheng2020-anchor/attn)"
+            )
+        self.mean_scale = isinstance(model, MeanScaleHyperprior)
+        self.autoregressive = isinstance(model, JointAutoregressiveHierarchicalPriors)
+        self.M = int(model.M) if hasattr(model, "M") else None
+        self.entropy_bottleneck = model.entropy_bottleneck
+        self.gaussian_conditional = model.gaussian_conditional
+        self.h_a = model.h_a
+        self.h_s = model.h_s
+        if self.autoregressive:
+            self.context_prediction = model.context_prediction
+            self.entropy_parameters = model.entropy_parameters
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        return self.h_a(y if self.mean_scale else torch.abs(y))
+
+    def _gaussian(self, params: Tensor, y_hat: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(scales, means) of y from ``h_s(z_hat)`` (and the context of ``y_hat``)."""
+        if self.autoregressive:
+            ctx = self.context_prediction(y_hat)
+            params = self.entropy_parameters(torch.cat((params, ctx), dim=1))
+        if not self.mean_scale:
+            return params, None
+        scales, means = params.chunk(2, 1)
+        return scales, means
+
+    def _context_input(self, y: Tensor, straight_through: bool) -> Tensor:
+        """What the context model sees: y rounded without means (CompressAI's forward)."""
+        if straight_through:
+            return ste_round(y)
+        return self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+
+    def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
+        z = self.hyper_analysis(y) if z is None else z
+        if straight_through:
+            z_offset = self.entropy_bottleneck._get_medians()
+            z_hat = ste_round(z - z_offset) + z_offset
+            z_likelihoods = bottleneck_likelihood(self.entropy_bottleneck, z_hat)
+        else:
+            z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        context = self._context_input(y, straight_through) if self.autoregressive else None
+        scales, means = self._gaussian(self.h_s(z_hat), context)
+        if straight_through:
+            centre = 0 if means is None else means
+            y_hat = ste_round(y - centre) + centre
+            y_likelihoods = gaussian_likelihood(self.gaussian_conditional, y_hat, scales, means)
+        else:
+            y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        if self.autoregressive and not straight_through:
+            y_hat = context
+        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "z": z}
+
+    def compress(self, y: Tensor, z: Tensor | None = None) -> dict:
+        z = self.hyper_analysis(y) if z is None else z
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        params = self.h_s(z_hat)
+        if self.autoregressive:
+            y_strings = self._compress_serial(y, params)
+        else:
+            scales, means = self._gaussian(params)
+            indexes = self.gaussian_conditional.build_indexes(scales)
+            y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
+        y_strings, z_strings = strings
+        z_hat = self.entropy_bottleneck.decompress(list(z_strings), tuple(shape))
+        params = self.h_s(z_hat)
+        if self.autoregressive:
+            return {"y_hat": self._decompress_serial(y_strings, params)}
+        scales, means = self._gaussian(params)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_hat = self.gaussian_conditional.decompress(list(y_strings), indexes, z_hat.dtype, means)
+        return {"y_hat": y_hat}
+
+    # CompressAI's serial context coding, run on this module (it has the attributes it uses).
+    def _compress_serial(self, y: Tensor, params: Tensor) -> list[bytes]:
+        pad = (_CONTEXT_KERNEL - 1) // 2
+        y_hat = F.pad(y, (pad, pad, pad, pad))
+        h, w = y.shape[-2:]
+        serial = JointAutoregressiveHierarchicalPriors._compress_ar
+        return [
+            serial(self, y_hat[i : i + 1], params[i : i + 1], h, w, _CONTEXT_KERNEL, pad)
+            for i in range(y.shape[0])
+        ]
+
+    def _decompress_serial(self, y_strings: Sequence[bytes], params: Tensor) -> Tensor:
+        pad = (_CONTEXT_KERNEL - 1) // 2
+        h, w = params.shape[2], params.shape[3]
+        channels = self.entropy_parameters[-1].out_channels // 2
+        y_hat = params.new_zeros((len(y_strings), channels, h + 2 * pad, w + 2 * pad))
+        serial = JointAutoregressiveHierarchicalPriors._decompress_ar
+        for i, string in enumerate(y_strings):
+            serial(self, string, y_hat[i : i + 1], params[i : i + 1], h, w, _CONTEXT_KERNEL, pad)
+        return F.pad(y_hat, (-pad, -pad, -pad, -pad))
+
+
+class CompressAIBackbone(ComposedCodec):
     """A CompressAI hyperprior codec (two strings per image: y and z) of any image size.
 
     Args:
         architecture: a name of ``compressai.registry.MODELS``, e.g. ``"mbt2018-mean"``.
         **kwargs: the model's constructor arguments (``N``, ``M``, ...).
-
-    Extra positional/keyword arguments of ``forward``/``compress``/``decompress`` (e.g. the
-    rate arguments of CompressAI's variable-rate models) are passed through.
     """
 
     #: g_a downsamples by 16 and h_a by 4: z needs sides that are multiples of 64 pixels.
     pad_multiple = 64
 
     def __init__(self, architecture: str, **kwargs: Any) -> None:
-        super().__init__()
         if architecture not in MODELS:
             known = ", ".join(sorted(MODELS))
             raise ValueError(f"unknown CompressAI model {architecture!r} (known: {known})")
+        model = MODELS[architecture](**kwargs)
+        try:
+            latent_codec = CompressAIHyperprior(model)
+        except TypeError as err:
+            raise TypeError(
+                f"{architecture} cannot be used as a backbone: {err}; only hyperprior models "
+                "(a y and a z string per image) can"
+            ) from None
+        super().__init__(
+            model.g_a,
+            latent_codec,
+            model.g_s,
+            latent_channels=int(model.M),
+            pad_multiple=self.pad_multiple,
+        )
         self.architecture = architecture
         self.kwargs = dict(kwargs)
-        self.model = MODELS[architecture](**kwargs)
-        missing = [n for n in ("g_a", "g_s", "h_a") if not hasattr(self.model, n)]
-        if missing:
-            raise TypeError(
-                f"{architecture} has no {'/'.join(missing)}: only hyperprior models (a y and a "
-                "z string per image) can be used as backbones"
-            )
-        # Registered before the buffer resizing, which must see the nested keys.
-        self.register_state_dict_post_hook(_flatten_inner_keys)
-        self.register_load_state_dict_pre_hook(_nest_inner_keys)
-        register_entropy_buffer_resizing(self)
-
-    @property
-    def g_a(self) -> nn.Module:
-        return self.model.g_a
-
-    @property
-    def g_s(self) -> nn.Module:
-        return self.model.g_s
-
-    @property
-    def M(self) -> int:  # noqa: N802 - CompressAI's name for the latent width
-        return int(self.model.M)
-
-    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> dict:
-        height, width = x.shape[-2:]
-        out = dict(self.model(pad_image(x, self.pad_multiple), *args, **kwargs))
-        out["x_hat"] = crop_image(out["x_hat"], height, width)
-        return out
-
-    def compress(self, x: Tensor, *args: Any, **kwargs: Any) -> dict:
-        height, width = x.shape[-2:]
-        out = dict(self.model.compress(pad_image(x, self.pad_multiple), *args, **kwargs))
-        out["shape"] = tuple(out["shape"])
-        out["image_size"] = (height, width)
-        return out
-
-    def decompress(
-        self,
-        strings: Sequence[Sequence[bytes]],
-        shape: Sequence[int],
-        *args: Any,
-        image_size: Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> dict:
-        """Decode ``[y_strings, z_strings]``; crop to ``image_size`` if given."""
-        out = dict(self.model.decompress(list(strings), tuple(shape), *args, **kwargs))
-        if image_size is not None:
-            out["x_hat"] = crop_image(out["x_hat"], *image_size)
-        return out
-
-
-def _flatten_inner_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
-    inner = prefix + _INNER
-    for key in [k for k in state_dict if k.startswith(inner)]:
-        state_dict[prefix + key[len(inner) :]] = state_dict.pop(key)
-
-
-def _nest_inner_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        rest = key[len(prefix) :]
-        if not rest.startswith(_INNER):
-            state_dict[prefix + _INNER + rest] = state_dict.pop(key)
+        self.M = int(model.M)

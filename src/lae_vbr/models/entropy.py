@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
-from compressai.entropy_models import GaussianConditional
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
 from .layers import SWAtten
@@ -30,6 +30,8 @@ __all__ = [
     "EncodeStep",
     "DecodeStep",
     "run_slices",
+    "bottleneck_likelihood",
+    "gaussian_likelihood",
 ]
 
 
@@ -54,10 +56,10 @@ def build_slice_transforms(
     latent_channels: int,
     num_slices: int,
     max_support_slices: int,
-    atten_dim: int = 128,
-    atten_head_dim: int = 16,
-    window_size: int = 8,
-    hidden: Sequence[int] = (224, 128),
+    atten_dim: int,
+    atten_head_dim: int,
+    window_size: int,
+    hidden: Sequence[int],
 ) -> dict[str, nn.ModuleList]:
     """The slice networks, keyed by the reference's attribute names.
 
@@ -105,20 +107,53 @@ class SliceStep(Protocol):
     def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor: ...
 
 
+def gaussian_likelihood(
+    gaussian: GaussianConditional, y_hat: Tensor, scale: Tensor, mu: Tensor
+) -> Tensor:
+    """Likelihood of values already quantised, with the gradient reaching ``y_hat``."""
+    likelihood = gaussian._likelihood(y_hat, scale, mu)
+    if gaussian.use_likelihood_bound:
+        likelihood = gaussian.likelihood_lower_bound(likelihood)
+    return likelihood
+
+
+def bottleneck_likelihood(bottleneck: EntropyBottleneck, z_hat: Tensor) -> Tensor:
+    """Likelihood of an already quantised hyper-latent, with the gradient reaching ``z_hat``
+    (CompressAI's EntropyBottleneck.forward without its own quantisation)."""
+    values = z_hat.transpose(0, 1).contiguous()
+    likelihood, _, _ = bottleneck._likelihood(values.reshape(values.shape[0], 1, -1))
+    if bottleneck.use_likelihood_bound:
+        likelihood = bottleneck.likelihood_lower_bound(likelihood)
+    return likelihood.reshape(values.shape).transpose(0, 1).contiguous()
+
+
 class LikelihoodStep:
     """Training/forward quantisation: y_hat = round(y − μ) + μ (straight-through) and
-    Gaussian likelihoods of y (noisy in training mode, rounded in eval mode)."""
+    Gaussian likelihoods of y: noisy in training mode and rounded in eval mode, as in
+    CompressAI, or, with ``straight_through``, of the rounded values with an identity gradient
+    (latent refinement optimises the rate of the values actually coded)."""
 
-    def __init__(self, y: Tensor, num_slices: int, gaussian: GaussianConditional) -> None:
+    def __init__(
+        self,
+        y: Tensor,
+        num_slices: int,
+        gaussian: GaussianConditional,
+        straight_through: bool = False,
+    ) -> None:
         self.slices = y.chunk(num_slices, 1)
         self.gaussian = gaussian
+        self.straight_through = straight_through
         self.likelihoods: list[Tensor] = []
 
     def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor:
         y_slice = self.slices[i]
-        _, lik = self.gaussian(y_slice, scale, mu)
+        y_hat = ste_round(y_slice - mu) + mu
+        if self.straight_through:
+            lik = gaussian_likelihood(self.gaussian, y_hat, scale, mu)
+        else:
+            _, lik = self.gaussian(y_slice, scale, mu)
         self.likelihoods.append(lik)
-        return ste_round(y_slice - mu) + mu
+        return y_hat
 
     def likelihood(self) -> Tensor:
         return torch.cat(self.likelihoods, dim=1)

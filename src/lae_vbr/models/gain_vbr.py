@@ -10,6 +10,11 @@ batch with several λ indices is coded group by group.
 
 Gains start at CompressAI's values, √(λᵢ / λ_max), and stay fixed: CompressAI's training detaches
 them, so here they are frozen (a parameter without gradients would also stall DDP).
+
+The gain acts inside CompressAI's model (between its hyper-analysis and its quantiser, with
+learned offsets), so this peer is not a composition of our pieces: it runs CompressAI's own
+forward / compress / decompress. Latent refinement and the R-λ model, which need the composed
+data path and an LAE mask, refuse it with a message saying so.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import torch
 from compressai.registry import MODELS
 from torch import Tensor, nn
 
+from .composed import LearnedCodec, Shape, Strings
 from .compressai_backbone import CompressAIBackbone
-from .vbr import VariableRateCodec, as_lambda_tensor
+from .padding import crop_image, pad_image
+from .rate import LambdaIndex, interpolate_log_linear
+from .state_dict import flatten_child_keys, register_entropy_buffer_resizing
 
 __all__ = ["GainVariableRate"]
 
@@ -30,27 +38,37 @@ __all__ = ["GainVariableRate"]
 _VBR_STAGE = 2
 
 
-class GainVariableRate(VariableRateCodec):
+class GainVariableRate(LearnedCodec):
     """A CompressAI ``*-vbr`` model whose rate is chosen by the λ index.
 
     Args:
-        backbone: a :class:`CompressAIBackbone` holding a CompressAI variable-rate model.
+        architecture: a CompressAI variable-rate model, e.g. ``"mbt2018-mean-vbr"``.
         lmbdas: the trained λ set; one gain per value.
+        **kwargs: the model's constructor arguments (``N``, ``M``, ...).
     """
 
-    def __init__(self, backbone: CompressAIBackbone, lmbdas: Sequence[float]) -> None:
-        if not (isinstance(backbone, CompressAIBackbone) and hasattr(backbone.model, "Gain")):
-            raise TypeError("GainVariableRate needs a CompressAI variable-rate (-vbr) backbone")
-        super().__init__(backbone, backbone.M, len(lmbdas), encoder_lae=False, decoder_lae=False)
+    pad_multiple = CompressAIBackbone.pad_multiple
+
+    def __init__(self, architecture: str, lmbdas: Sequence[float], **kwargs: Any) -> None:
+        super().__init__(self.pad_multiple, len(lmbdas))
+        model = MODELS[architecture](**kwargs) if architecture in MODELS else None
+        if not hasattr(model, "Gain"):
+            raise TypeError(f"{architecture} is not a CompressAI variable-rate (-vbr) model")
+        flatten_child_keys(self, "model")
+        register_entropy_buffer_resizing(self)
+        self.architecture = architecture
+        self.model = model
         values = torch.tensor([float(v) for v in lmbdas])
-        vbr = backbone.model
-        vbr.lmbda = values.tolist()
-        vbr.levels = len(values)
-        vbr.Gain = nn.Parameter((values / values.max()).sqrt(), requires_grad=False)
+        model.lmbda = values.tolist()
+        model.levels = len(values)
+        model.Gain = nn.Parameter((values / values.max()).sqrt(), requires_grad=False)
 
     @classmethod
-    def around(cls, backbone: nn.Module, lmbdas: Sequence[float]) -> GainVariableRate:
-        """The ``-vbr`` sibling of a fixed-rate CompressAI backbone, same architecture args."""
+    def around(
+        cls, backbone: nn.Module, lmbdas: Sequence[float], num_lmbdas: int | None = None
+    ) -> GainVariableRate:
+        """The ``-vbr`` sibling of a fixed-rate CompressAI backbone, same architecture args
+        (``model/rate=gain``)."""
         name = getattr(backbone, "architecture", None)
         if name is None or f"{name}-vbr" not in MODELS:
             peers = sorted(m[: -len("-vbr")] for m in MODELS if m.endswith("-vbr"))
@@ -58,14 +76,13 @@ class GainVariableRate(VariableRateCodec):
                 f"the gain baseline exists for CompressAI's {', '.join(peers)} only, not for "
                 f"{name or type(backbone).__name__}"
             )
-        return cls(CompressAIBackbone(f"{name}-vbr", **backbone.kwargs), lmbdas)
+        if num_lmbdas is not None and len(lmbdas) != num_lmbdas:
+            raise ValueError(f"the gain peer got {len(lmbdas)} λ values for {num_lmbdas} indices")
+        return cls(f"{name}-vbr", lmbdas, **backbone.kwargs)
 
     def gain(self, lmbda_idx: Tensor) -> Tensor:
         """Gain of a (possibly fractional) λ index: log-linear between the trained points."""
-        gains = self.backbone.model.Gain.detach().abs()
-        lo = lmbda_idx.floor().long().clamp(max=len(gains) - 2)
-        frac = lmbda_idx - lo
-        return torch.exp(gains[lo].log() * (1 - frac) + gains[lo + 1].log() * frac)
+        return interpolate_log_linear(self.model.Gain.detach().abs(), lmbda_idx)
 
     def _rate_args(self, lmbda_idx: Tensor) -> dict[str, Any]:
         # Training uses Gain[s]; evaluation and coding use inputscale (any index).
@@ -76,25 +93,27 @@ class GainVariableRate(VariableRateCodec):
         }
 
     def _by_lambda(
-        self, lmbda_idx: float | Sequence[float] | Tensor, batch: int, run: Callable
+        self, lmbda_idx: LambdaIndex | None, batch: int, run: Callable
     ) -> tuple[Tensor, list[tuple[Tensor, dict]]]:
-        """Run ``run(selection, rate_args)`` once per distinct λ index of the batch."""
-        lmbda = as_lambda_tensor(lmbda_idx, batch, self._device()).reshape(-1)
-        self.check_lambda_index(lmbda)
+        """Run ``run(selection, rate_args)`` once per distinct λ index of the batch (the
+        model takes one gain per call)."""
+        lmbda = self.lmbda_input(lmbda_idx, batch)
         groups = []
         for value in lmbda.unique():
             sel = (lmbda == value).nonzero().squeeze(1)
             groups.append((sel, run(sel, self._rate_args(value))))
         return lmbda, groups
 
-    def forward(self, x: Tensor, lmbda_idx: float | Sequence[float] | Tensor) -> dict:
+    def forward(self, x: Tensor, lmbda_idx: LambdaIndex | None = None) -> dict:
+        padded = pad_image(x, self.pad_multiple)
         lmbda, groups = self._by_lambda(
-            lmbda_idx, x.shape[0], lambda sel, args: self.backbone(x[sel], **args)
+            lmbda_idx, x.shape[0], lambda sel, args: self.model(padded[sel], **args)
         )
         order = torch.cat([sel for sel, _ in groups]).argsort()
         outs = [out for _, out in groups]
+        x_hat = torch.cat([o["x_hat"] for o in outs])[order]
         return {
-            "x_hat": torch.cat([o["x_hat"] for o in outs])[order],
+            "x_hat": crop_image(x_hat, *x.shape[-2:]),
             "likelihoods": {
                 k: torch.cat([o["likelihoods"][k] for o in outs])[order]
                 for k in outs[0]["likelihoods"]
@@ -102,33 +121,28 @@ class GainVariableRate(VariableRateCodec):
             "lmbda_idx": lmbda,
         }
 
-    def compress(self, x: Tensor, lmbda_idx: float | Sequence[float] | Tensor) -> dict:
+    def compress(self, x: Tensor, lmbda_idx: LambdaIndex | None = None) -> dict:
+        padded = pad_image(x, self.pad_multiple)
         lmbda, groups = self._by_lambda(
-            lmbda_idx, x.shape[0], lambda sel, args: self.backbone.compress(x[sel], **args)
+            lmbda_idx, x.shape[0], lambda sel, args: self.model.compress(padded[sel], **args)
         )
         strings: list[list[bytes]] = [[b""] * x.shape[0], [b""] * x.shape[0]]
         for sel, out in groups:
             for pos, i in enumerate(sel.tolist()):
                 strings[0][i], strings[1][i] = out["strings"][0][pos], out["strings"][1][pos]
-        first = groups[0][1]
-        return {
-            "strings": strings,
-            "shape": first["shape"],
-            "image_size": first["image_size"],
-            "lmbda_idx": lmbda,
-        }
+        return {"strings": strings, "shape": tuple(x.shape[-2:]), "lmbda_idx": lmbda}
 
     def decompress(
-        self,
-        strings: Sequence[Sequence[bytes]],
-        shape: Sequence[int],
-        lmbda_idx: float | Sequence[float] | Tensor,
-        **kwargs: Any,
+        self, strings: Strings, shape: Shape, lmbda_idx: LambdaIndex | None = None
     ) -> dict:
+        height, width = (int(v) for v in shape)
+        z_shape = self.z_shape(height, width)
+
         def run(sel: Tensor, args: dict) -> dict:
             picked = [[s[i] for i in sel.tolist()] for s in strings]
-            return self.backbone.decompress(picked, shape, **args, **kwargs)
+            return self.model.decompress(picked, z_shape, **args)
 
         _, groups = self._by_lambda(lmbda_idx, len(strings[0]), run)
         order = torch.cat([sel for sel, _ in groups]).argsort()
-        return {"x_hat": torch.cat([out["x_hat"] for _, out in groups])[order]}
+        x_hat = torch.cat([out["x_hat"] for _, out in groups])[order]
+        return {"x_hat": crop_image(x_hat, height, width)}

@@ -10,18 +10,19 @@ Three kinds of files are understood, all read with ``weights_only=True``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import torch
-from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from .composed import ComposedCodec, LearnedCodec
 from .gain_vbr import GainVariableRate
-from .state_dict import CheckpointError, extract_state_dict, normalize_state_dict
+from .state_dict import CheckpointError, normalize_state_dict, read_checkpoint
 from .tcm import TCM
 from .vbr import VariableRateCodec
 
@@ -38,38 +39,41 @@ __all__ = [
 PAPER_MSE_LMBDAS = (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05)
 
 
-def build_codec(
-    backbone: nn.Module,
-    lae: Mapping[str, Any] | None = None,
-    num_lmbdas: int = len(PAPER_MSE_LMBDAS),
-) -> CompressionModel:
-    """The backbone alone (fixed rate), or made variable-rate when ``lae.enabled``.
+#: A rate method: builds the model from the fixed-rate backbone and the size of the λ set
+#: (a ``_partial_`` config of ``model/rate``, e.g. VariableRateCodec or GainVariableRate.around).
+RateMethod = Callable[..., LearnedCodec]
 
-    ``lae.method`` picks how: ``"lae"`` (default) wraps the backbone in LAEs, with keys
-    ``encoder``, ``decoder``, ``contextual``, ``layers`` and optionally ``latent_channels``
-    (default: the backbone's ``M``); ``"gain"`` is the peer baseline, CompressAI's gain-based
-    variable-rate sibling of the backbone (:class:`GainVariableRate`), with key ``lmbdas``.
+
+def build_codec(
+    backbone: ComposedCodec,
+    rate: RateMethod | None = None,
+    num_lmbdas: int = len(PAPER_MSE_LMBDAS),
+    lae: Mapping[str, Any] | None = None,
+) -> LearnedCodec:
+    """The backbone alone (fixed rate, ``rate=None``) or ``rate(backbone, num_lmbdas=…)``.
+
+    ``lae`` is the configuration of checkpoints written before the ``model/rate`` group
+    (``enabled``, ``method``, ``encoder``, ``decoder``, ``contextual``, ``layers``,
+    ``latent_channels``, ``lmbdas``); it is translated, so those checkpoints still load.
     """
-    if not lae or not lae.get("enabled", True):
+    if not rate and lae is not None:
+        rate = _legacy_rate_method(lae)
+    if not rate:  # model/rate=fixed is an empty node
         return backbone
+    return rate(backbone, num_lmbdas=int(num_lmbdas))
+
+
+def _legacy_rate_method(lae: Mapping[str, Any]) -> RateMethod | None:
+    if not lae.get("enabled", True):
+        return None
     method = lae.get("method", "lae")
     if method == "gain":
-        lmbdas = [float(v) for v in lae["lmbdas"]]
-        if len(lmbdas) != num_lmbdas:
-            raise ValueError(f"model.lae.lmbdas has {len(lmbdas)} values, expected {num_lmbdas}")
-        return GainVariableRate.around(backbone, lmbdas)
+        return partial(GainVariableRate.around, lmbdas=[float(v) for v in lae["lmbdas"]])
     if method != "lae":
-        raise ValueError(f"unknown rate method model.lae.method={method!r}; use 'lae' or 'gain'")
-    channels = lae.get("latent_channels") or getattr(backbone, "M", None)
-    if channels is None:
-        raise ValueError(
-            f"cannot tell the latent width of {type(backbone).__name__}; "
-            "set model.lae.latent_channels"
-        )
-    return VariableRateCodec(
-        backbone,
-        latent_channels=int(channels),
-        num_lmbdas=int(num_lmbdas),
+        raise CheckpointError(f"unknown rate method {method!r} in the checkpoint's config")
+    return partial(
+        VariableRateCodec,
+        latent_channels=lae.get("latent_channels"),
         encoder_lae=bool(lae.get("encoder", True)),
         decoder_lae=bool(lae.get("decoder", True)),
         contextual=bool(lae.get("contextual", True)),
@@ -81,14 +85,14 @@ def build_codec(
 class LoadedCodec:
     """A codec ready for coding, with what a user needs to drive it."""
 
-    model: CompressionModel
+    model: LearnedCodec
     lmbdas: list[float]
     name: str
     config: dict = field(default_factory=dict)
 
     @property
     def variable_rate(self) -> bool:
-        return isinstance(self.model, VariableRateCodec)
+        return self.model.variable_rate
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> Sequence[int]:
@@ -99,7 +103,7 @@ def _shape(sd: Mapping[str, Tensor], key: str) -> Sequence[int]:
 
 def codec_from_reference_state_dict(
     state_dict: Mapping[str, Tensor], num_lmbdas: int = len(PAPER_MSE_LMBDAS)
-) -> CompressionModel:
+) -> LearnedCodec:
     """Build TCM or TCM-VBR with the architecture the tensors imply, and load them."""
     sd = normalize_state_dict(state_dict)
     N = _shape(sd, "g_a.0.conv1.weight")[0] // 2
@@ -115,18 +119,10 @@ def codec_from_reference_state_dict(
     backbone = TCM(
         N=N, M=M, num_slices=num_slices, max_support_slices=max_support, hyper_channels=hyper
     )
+    model: LearnedCodec = backbone
     if any(k.startswith("modnet_ga.") for k in sd):
-        model: CompressionModel = build_codec(
-            backbone,
-            {
-                "enabled": True,
-                "encoder": True,
-                "decoder": any(k.startswith("modnet_gs.") for k in sd),
-            },
-            num_lmbdas,
-        )
-    else:
-        model = backbone
+        decoder = any(k.startswith("modnet_gs.") for k in sd)
+        model = VariableRateCodec(backbone, num_lmbdas=num_lmbdas, decoder_lae=decoder)
     model.load_state_dict(sd)
     return model
 
@@ -135,26 +131,17 @@ def load_codec(path: str | PathLike, map_location: str | torch.device = "cpu") -
     """Load a codec from a checkpoint file; raises :class:`CheckpointError` with a clear
     message when the file is missing or unusable."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-    cfg = None
-    if isinstance(obj, Mapping):
-        cfg = (obj.get("hyper_parameters") or {}).get("cfg")
-    state_dict = extract_state_dict(obj)
+    checkpoint = read_checkpoint(path, map_location)
+    cfg = checkpoint.config
     if cfg is None:
-        model = codec_from_reference_state_dict(state_dict)
+        model = codec_from_reference_state_dict(checkpoint.state_dict)
         lmbdas = list(PAPER_MSE_LMBDAS)
-        name = "tcm-vbr" if isinstance(model, VariableRateCodec) else "tcm"
+        name = "tcm-vbr" if model.variable_rate else "tcm"
         return LoadedCodec(model.eval(), lmbdas, f"{name}:{path.stem}", {})
     from hydra.utils import instantiate  # heavy import, only for project checkpoints
 
     model = instantiate(cfg["model"])
-    strip = "model." if any(k.startswith("model.") for k in state_dict) else ""
-    model.load_state_dict(normalize_state_dict(state_dict, strip))
+    model.load_state_dict(checkpoint.state_dict)
     lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
     name = str(cfg.get("run_name") or cfg.get("task_name") or path.stem)
     return LoadedCodec(model.eval(), lmbdas, name, cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,18 @@ import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
+from lae_vbr.errors import LaeVbrError
+
 __all__ = [
+    "Checkpoint",
     "CheckpointError",
+    "read_checkpoint",
     "load_state_dict_file",
     "extract_state_dict",
     "normalize_state_dict",
     "register_entropy_buffer_resizing",
     "copy_matching_weights",
+    "flatten_child_keys",
 ]
 
 _OLD_EB_NAME = re.compile(r"\._(matrix|bias|factor)(\d+)$")
@@ -32,7 +38,7 @@ _NEW_EB_NAME = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
 _ENTROPY_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LaeVbrError):
     """A checkpoint file that cannot be used (missing, unreadable, or not a state dict)."""
 
 
@@ -63,23 +69,50 @@ def normalize_state_dict(state_dict: Mapping[str, Tensor], strip: str = "") -> d
     return out
 
 
-def load_state_dict_file(path: str | PathLike, strip: str = "") -> dict[str, Tensor]:
-    """Load a checkpoint file safely (``weights_only=True``) and normalise its keys.
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint file holds: the model's state dict (keys as our models use them) and,
+    for this project's checkpoints and bundles, the composed config (None for plain
+    state dicts such as the reference releases)."""
 
-    Lightning checkpoints of this project prefix model keys with ``model.``; they are
-    detected and stripped unless ``strip`` says otherwise.
+    state_dict: dict[str, Tensor]
+    config: dict[str, Any] | None
+
+
+def read_checkpoint(
+    path: str | PathLike, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> Checkpoint:
+    """Read any supported checkpoint file safely (``weights_only=True``): the one reader.
+
+    Lightning checkpoints of this project prefix the model's keys with ``model.`` (the
+    LightningModule's attribute); when any key has it, those keys are kept without it and
+    the module's other entries dropped. ``module.`` (DataParallel) prefixes and old CompressAI
+    names are normalised. Raises :class:`CheckpointError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-    state_dict = extract_state_dict(obj)
-    if not strip and state_dict and all(k.startswith("model.") for k in state_dict):
-        strip = "model."
-    return normalize_state_dict(state_dict, strip)
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint of tensors "
+            f"({type(err).__name__})"
+        ) from err
+    config = None
+    if isinstance(obj, Mapping) and isinstance(obj.get("hyper_parameters"), Mapping):
+        config = obj["hyper_parameters"].get("cfg")
+    try:
+        state_dict = extract_state_dict(obj)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    strip = "model." if any(k.startswith("model.") for k in state_dict) else ""
+    return Checkpoint(normalize_state_dict(state_dict, strip), config)
+
+
+def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:
+    """The model state dict of a checkpoint file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path).state_dict
 
 
 def _resize_entropy_buffers(
@@ -123,3 +156,29 @@ def copy_matching_weights(
     merged = {**own, **matched}
     target.load_state_dict(merged)
     return sorted(matched), skipped
+
+
+def flatten_child_keys(module: nn.Module, child: str) -> None:
+    """Store the entries of submodule ``child`` without its prefix, and load them back.
+
+    The reference checkpoints are flat (``h_a.*``, ``entropy_bottleneck.*`` next to ``g_a.*``)
+    while our models group those pieces in a module (the latent codec); with this, saving and
+    loading keep the flat layout, so released checkpoints load unchanged. Register it before
+    :func:`register_entropy_buffer_resizing`, which must see the nested keys.
+    """
+    inner = f"{child}."
+
+    def flatten(owner: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix + inner)]:
+            state_dict[prefix + key[len(prefix + inner) :]] = state_dict.pop(key)
+
+    def nest(owner: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+        owned = (inner, *(f"{name}." for name in owner._modules if name != child))
+        direct = {*owner._parameters, *owner._buffers}
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix) :]
+            if not (rest.startswith(owned) or rest in direct):
+                state_dict[prefix + inner + rest] = state_dict.pop(key)
+
+    module.register_state_dict_post_hook(flatten)
+    module.register_load_state_dict_pre_hook(nest)

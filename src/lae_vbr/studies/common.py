@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from lae_vbr.codec.api import ImageCodec
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.data import list_images, load_rgb_image
 from lae_vbr.evaluation import EvalError
 from lae_vbr.models.registry import load_codec

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from lae_vbr.codec.api import ImageCodec
 from lae_vbr.codec.container import Bitstream
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.refine import RefineSchedule, refine_encode
 from lae_vbr.evaluation import bd_rate, curve_from_points, image_metrics, summarize
 from lae_vbr.evaluation.coding import lambda_grid

@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import Tensor, nn
 
-from lae_vbr.codec.api import pad_multiple
 from lae_vbr.losses import bits_per_pixel, psnr_from_mse
+from lae_vbr.models.composed import ComposedCodec
 from lae_vbr.models.lae import LAE
 from lae_vbr.models.padding import crop_image, pad_image
 from lae_vbr.models.registry import load_codec
@@ -45,7 +46,7 @@ def _frozen_codec(path: Any, key: str) -> nn.Module:
             f"({key} is not set)"
         )
     loaded = load_codec(path)
-    if loaded.variable_rate or not hasattr(loaded.model, "forward_latent"):
+    if loaded.variable_rate or not isinstance(loaded.model, ComposedCodec):
         raise ConfigError(
             f"{key}={path} holds a {type(loaded.model).__name__}; the latent toy needs a "
             "fixed-rate TCM checkpoint"
@@ -61,15 +62,15 @@ class LatentToyModule(LightningModule):
         self.save_hyperparameters({"cfg": dict(cfg)})
         self.high = _frozen_codec(cfg.get("high_ckpt"), "high_ckpt")
         self.low = _frozen_codec(cfg.get("low_ckpt"), "low_ckpt")
-        channels = self.high.M
-        if channels != self.low.M:
+        channels, low = self.high.latent_channels, self.low.latent_channels
+        if channels != low:
             raise ConfigError(
-                f"the two models' latents differ in width ({channels} and {self.low.M} channels)"
+                f"the two models' latents differ in width ({channels} and {low} channels)"
             )
         contextual = bool((cfg.get("latent_toy") or {}).get("contextual", False))
         self.down = LAE(channels, num_layers=1, contextual=contextual)
         self.up = LAE(channels, num_layers=1, contextual=contextual)
-        self.lr = float((cfg.get("optim") or {}).get("lr", 1e-3))
+        self.optimizer_cfg = (cfg.get("optim") or {}).get("optimizer")
 
     def train(self, mode: bool = True) -> LatentToyModule:
         """The frozen codecs stay in eval mode (deterministic rounding in their entropy models)."""
@@ -80,7 +81,7 @@ class LatentToyModule(LightningModule):
 
     def _latents(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            x = pad_image(x, pad_multiple(self.high))
+            x = pad_image(x, self.high.pad_multiple)
             return self.high.g_a(x), self.low.g_a(x)
 
     def _map(self, mapper: LAE, y: Tensor) -> Tensor:
@@ -107,14 +108,9 @@ class LatentToyModule(LightningModule):
             "latent_psnr_low": latent_psnr(low_pred, y_low),
             "latent_psnr_high": latent_psnr(high_pred, y_high),
         }
-        # the low-rate model quantises and codes the mapped latent; its y_hat is what reaches g_s
-        captured: list[Tensor] = []
-        hook = self.low.g_s.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
-        try:
-            coded = self.low.forward_latent(low_pred)
-        finally:
-            hook.remove()
-        x_hat = crop_image(self.high.g_s(self._map(self.up, captured[0])), height, width)
+        # the low-rate model's latent codec quantises and codes the mapped latent
+        coded = self.low.latent_codec(low_pred)
+        x_hat = crop_image(self.high.g_s(self._map(self.up, coded["y_hat"])), height, width)
         out["chain_bpp"] = bits_per_pixel(coded["likelihoods"], pixels).mean()
         out["chain_psnr"] = psnr_from_mse(F.mse_loss(x_hat.clamp(0, 1), x))
         for name, model in (("high", self.high), ("low", self.low)):
@@ -130,4 +126,4 @@ class LatentToyModule(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in (*self.down.parameters(), *self.up.parameters()) if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr)
+        return instantiate(self.optimizer_cfg)(params)

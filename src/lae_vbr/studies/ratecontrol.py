@@ -34,8 +34,8 @@ import numpy as np
 from omegaconf import DictConfig
 from torch import Tensor
 
-from lae_vbr.codec.api import ImageCodec, index_to_lmbda, lmbda_to_index
 from lae_vbr.codec.container import to_float32
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.rate_control import (
     Attempt,
     RateControlResult,
@@ -45,6 +45,8 @@ from lae_vbr.codec.rate_control import (
 )
 from lae_vbr.codec.rate_model import RateModel, fit_line
 from lae_vbr.evaluation.coding import lambda_grid
+from lae_vbr.models.rate import index_of_value as lmbda_to_index
+from lae_vbr.models.rate import value_of_index as index_to_lmbda
 
 from .common import (
     StudyError,

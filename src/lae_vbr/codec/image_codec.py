@@ -1,0 +1,175 @@
+"""Coding images with a loaded model: tensors to and from :class:`Bitstream`.
+
+:class:`ImageCodec` prepares a :class:`~lae_vbr.models.registry.LoadedCodec` once (entropy
+tables, weights digest) and then encodes and decodes any number of images; evaluation, rate
+control and latent refinement build on it (:meth:`ImageCodec.pack` wraps strings they produce
+themselves). It holds the rule for rate settings at the file level, in one place
+(:meth:`ImageCodec.check_rate`): a variable-rate model codes at exactly one λ index, which the
+file records; a fixed-rate model takes none. Decoding checks the file against the model and the
+size limits before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lae_vbr.models.composed import LearnedCodec
+from lae_vbr.models.rate import index_of_value
+from lae_vbr.models.registry import LoadedCodec, load_codec
+from lae_vbr.models.state_dict import CheckpointError
+
+from .container import Bitstream, ModelId, to_float32
+from .digest import weights_digest
+from .errors import CodecError, DecodeError, ImageError, ModelMismatchError, RateError
+from .images import MAX_PIXELS
+
+__all__ = ["ImageCodec", "default_checkpoint"]
+
+
+def default_checkpoint() -> Path:
+    """The bundled demo model; CheckpointError when this installation has none."""
+    resource = importlib.resources.files("lae_vbr").joinpath("assets", "demo.pt")
+    if not resource.is_file():
+        raise CheckpointError(
+            "the bundled demo model (lae_vbr/assets/demo.pt) is not installed; "
+            "pass --checkpoint PATH"
+        )
+    return Path(str(resource))
+
+
+class ImageCodec:
+    """A loaded codec ready to code images into :class:`Bitstream` objects and back.
+
+    Args:
+        loaded: the codec, e.g. from :func:`~lae_vbr.models.registry.load_codec`.
+        max_pixels: largest image accepted for encoding and decoding.
+    """
+
+    def __init__(self, loaded: LoadedCodec, max_pixels: int = MAX_PIXELS) -> None:
+        self.loaded = loaded
+        self.model: LearnedCodec = loaded.model.eval()
+        self.model.update()
+        self.max_pixels = max_pixels
+        self.id = ModelId(loaded.name, weights_digest(self.model))
+
+    @classmethod
+    def load(cls, checkpoint: str | PathLike | None = None, **kwargs: Any) -> ImageCodec:
+        """Load a checkpoint (default: the bundled demo model); raises CheckpointError."""
+        return cls(load_codec(checkpoint or default_checkpoint()), **kwargs)
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.model.variable_rate
+
+    @property
+    def lmbdas(self) -> list[float]:
+        return self.loaded.lmbdas
+
+    @property
+    def max_index(self) -> int:
+        return self.model.num_lmbdas - 1
+
+    # -- rate -------------------------------------------------------------------------------
+    def check_rate(self, lmbda_idx: float | None) -> float | None:
+        """The λ index a file records (float32), or None for a fixed-rate model; RateError
+        unless a variable-rate model gets exactly one index in range and a fixed-rate none."""
+        if not self.variable_rate:
+            if lmbda_idx is not None:
+                raise RateError(f"model {self.id} is fixed-rate: it takes no rate setting")
+            return None
+        if lmbda_idx is None:
+            raise RateError(
+                f"model {self.id} is variable-rate: λ index required (a quality in "
+                f"[0, {self.max_index}] or a lmbda in [{min(self.lmbdas):g}, "
+                f"{max(self.lmbdas):g}])"
+            )
+        value = to_float32(float(lmbda_idx))
+        self.model.lmbda_input(value, 1)  # the models' range rule
+        return value
+
+    def rate_index(self, quality: float | None = None, lmbda: float | None = None) -> float | None:
+        """The λ index for a quality (itself a λ index) or a λ value; None for fixed rate."""
+        given = [n for n, v in (("quality", quality), ("lmbda", lmbda)) if v is not None]
+        if len(given) > 1:
+            raise RateError("give one of quality or lmbda, not both")
+        if lmbda is not None and self.variable_rate:
+            return self.check_rate(index_of_value(self.lmbdas, float(lmbda)))
+        if given and not self.variable_rate:
+            raise RateError(f"model {self.id} is fixed-rate; it takes no {given[0]} setting")
+        return self.check_rate(quality)
+
+    def require_variable_rate(self, what: str) -> None:
+        """RateError unless the model has a rate to set (``what`` names the feature)."""
+        if not self.variable_rate:
+            raise RateError(f"{what} needs a variable-rate model; {self.id} is fixed-rate")
+
+    # -- coding -----------------------------------------------------------------------------
+    def encode(self, x: Tensor, lmbda_idx: float | None = None) -> Bitstream:
+        """Code one image, (1, 3, H, W) or (3, H, W) in [0, 1], at the λ index the file will
+        record (rounded to float32 first, so the decoder uses exactly the encoder's value)."""
+        x = self.check_image(x)
+        lmbda_idx = self.check_rate(lmbda_idx)
+        with torch.inference_mode():
+            encoding = self.model.compress(x.to(self._device()), lmbda_idx)
+        return self.pack(encoding, lmbda_idx)
+
+    def check_image(self, x: Tensor) -> Tensor:
+        """``x`` as one (1, 3, H, W) float image within the size limit; ImageError if not."""
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+        if x.dim() != 4 or x.shape[:2] != (1, 3) or not x.is_floating_point():
+            raise ImageError(f"expected one float RGB image (1, 3, H, W), got {tuple(x.shape)}")
+        self._check_size(*x.shape[-2:], ImageError)
+        return x
+
+    def pack(self, encoding: Mapping[str, Any], lmbda_idx: float | None) -> Bitstream:
+        """Wrap a one-image ``compress`` result (``strings`` = [y, z], ``shape`` = the image
+        size) coded at ``lmbda_idx``, e.g. by latent refinement."""
+        (y_string,), (z_string,) = encoding["strings"]
+        height, width = (int(v) for v in encoding["shape"])
+        return Bitstream(self.id, lmbda_idx, height, width, z_string, y_string)
+
+    def check(self, stream: Bitstream) -> None:
+        """Raise DecodeError unless this model can decode ``stream`` within the limits."""
+        if stream.model.digest != self.id.digest:
+            raise ModelMismatchError(
+                f"the file was written by model {stream.model}, but the checkpoint holds "
+                f"model {self.id}; decompress with the checkpoint that compressed it"
+            )
+        if stream.variable_rate != self.variable_rate:
+            has = "has a λ index" if stream.variable_rate else "has no λ index"
+            kind = "variable" if self.variable_rate else "fixed"
+            raise DecodeError(f"the file {has}, but model {self.id} is {kind}-rate")
+        if stream.lmbda_idx is not None and not 0 <= stream.lmbda_idx <= self.max_index:
+            raise DecodeError(
+                f"the file's λ index {stream.lmbda_idx:g} is outside the trained range "
+                f"[0, {self.max_index}]"
+            )
+        self._check_size(stream.height, stream.width, DecodeError)
+
+    def decode(self, stream: Bitstream) -> Tensor:
+        """The reconstruction, (1, 3, H, W) in [0, 1], of a checked stream."""
+        self.check(stream)
+        strings = [[stream.y_string], [stream.z_string]]
+        with torch.inference_mode():
+            out = self.model.decompress(strings, (stream.height, stream.width), stream.lmbda_idx)
+        x_hat = out["x_hat"]
+        if not torch.isfinite(x_hat).all():
+            raise DecodeError("the decoded image is not finite; the streams are corrupt")
+        return x_hat
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _check_size(self, height: int, width: int, error: type[CodecError]) -> None:
+        if height < 1 or width < 1 or height * width > self.max_pixels:
+            raise error(
+                f"image size {width}×{height} is outside the limit of {self.max_pixels} pixels"
+            )
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device

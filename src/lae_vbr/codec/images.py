@@ -1,0 +1,54 @@
+"""Image files in and out of the codec: size-checked reading, PNG writing."""
+
+from __future__ import annotations
+
+import io
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from lae_vbr.data.images import DataError, load_rgb_image
+from lae_vbr.data.tensors import image_to_tensor, tensor_to_uint8
+
+from .errors import ImageError
+
+__all__ = ["INPUT_FORMATS", "MAX_PIXELS", "read_image", "write_png"]
+
+#: Largest image (height × width) encoded or decoded by default: 32 Mpx. Decoding needs
+#: memory in proportion, so a header may not ask for more than this.
+MAX_PIXELS = 1 << 25
+#: Input formats (Pillow names; PGM/PBM count as PPM).
+INPUT_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "PPM"})
+
+
+def read_image(path: str | PathLike, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """An image file as a float (1, 3, H, W) tensor in [0, 1] (8-bit RGB, see
+    :func:`lae_vbr.data.load_rgb_image`); its size is checked before it is decoded."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            fmt, (width, height) = im.format, im.size
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ImageError(f"cannot read image {path}: not a PNG, JPEG, WebP or PPM file") from err
+    if fmt not in INPUT_FORMATS:
+        raise ImageError(f"{path} is a {fmt} image; use PNG, JPEG, WebP or PPM")
+    if width * height > max_pixels:
+        raise ImageError(f"{path} is {width}×{height}, above the limit of {max_pixels} pixels")
+    try:
+        return image_to_tensor(load_rgb_image(path))
+    except DataError as err:
+        raise ImageError(str(err)) from err
+
+
+def write_png(x: Tensor, path: str | PathLike) -> Path:
+    """Save an image tensor as an 8-bit RGB PNG (encoded in memory, then written)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(tensor_to_uint8(x.cpu()))).save(buffer, format="PNG")
+    path = Path(path)
+    path.write_bytes(buffer.getvalue())
+    return path

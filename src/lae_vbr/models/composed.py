@@ -1,0 +1,198 @@
+"""Codec models as an explicit composition: ``g_a → [encoder LAE] → latent codec →
+[decoder LAE] → g_s``.
+
+:class:`LearnedCodec` is what every model of the project shares with its users: CompressAI's
+``forward`` / ``compress`` / ``decompress`` API taking one rate argument, a λ index (see
+:mod:`lae_vbr.models.rate`), and any image size (inputs are replicate-padded to
+``pad_multiple`` and outputs cropped back). :class:`ComposedCodec` writes the data path out
+once; TCM, CompressAI's hyperprior models and their variable-rate versions are all built from
+it, so training, compression, latent refinement and the R-λ model work on each of them.
+
+CompressAI conventions, and where this differs:
+
+* ``model(x)`` and ``model.compress(x)`` without a rate use :attr:`default_lmbda_idx`, the
+  highest trained λ (the best quality; a fixed-rate model's only one).
+* ``compress`` returns ``{"strings": [y_strings, z_strings], "shape": (height, width)}``:
+  ``shape`` is the *image* size, from which the decoder derives z's size, so
+  ``model.decompress(out["strings"], out["shape"])`` returns an image of the size that was
+  compressed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+
+from .padding import crop_image, pad_image
+from .rate import LambdaIndex, RateError, lmbda_input
+from .state_dict import flatten_child_keys, register_entropy_buffer_resizing
+
+__all__ = ["Z_STRIDE", "ComposedCodec", "LearnedCodec", "Shape", "Strings"]
+
+#: What ``compress`` returns and ``decompress`` takes: ``[y_strings, z_strings]``.
+Strings = Sequence[Sequence[bytes]]
+#: The image size (height, width) that ``compress`` returns as ``shape``.
+Shape = Sequence[int]
+
+#: Downsampling from the padded image to z: 16 in g_a, 4 in the hyper-analysis.
+Z_STRIDE = 64
+
+
+class LearnedCodec(CompressionModel):
+    """The rate interface and padding geometry shared by every codec of the project.
+
+    Args:
+        pad_multiple: image sides are padded to a multiple of this before coding.
+        num_lmbdas: size of the trained λ set; 1 for a fixed-rate model.
+    """
+
+    def __init__(self, pad_multiple: int, num_lmbdas: int = 1) -> None:
+        super().__init__()
+        if num_lmbdas < 1:
+            raise RateError(f"a codec needs at least one trained λ, got num_lmbdas={num_lmbdas}")
+        self.pad_multiple = int(pad_multiple)
+        self.num_lmbdas = int(num_lmbdas)
+
+    @property
+    def variable_rate(self) -> bool:
+        """Whether the model takes a rate setting (several trained λ)."""
+        return self.num_lmbdas > 1
+
+    @property
+    def default_lmbda_idx(self) -> float:
+        """The rate used when none is given: the highest trained λ index."""
+        return float(self.num_lmbdas - 1)
+
+    def lmbda_input(self, lmbda_idx: LambdaIndex | None, batch: int) -> Tensor:
+        """The checked λ indices, shape (batch,), for a rate argument (None: the default)."""
+        value = self.default_lmbda_idx if lmbda_idx is None else lmbda_idx
+        return lmbda_input(value, batch, self.num_lmbdas, self._device())
+
+    def z_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width of z for an image of this size (padded, then / Z_STRIDE)."""
+        multiple = self.pad_multiple
+        return (
+            math.ceil(height / multiple) * multiple // Z_STRIDE,
+            math.ceil(width / multiple) * multiple // Z_STRIDE,
+        )
+
+    def _device(self):
+        return next(self.parameters()).device
+
+
+class ComposedCodec(LearnedCodec):
+    """``g_a → [encoder LAE] → latent codec → [decoder LAE] → g_s``.
+
+    Args:
+        g_a, g_s: the analysis and synthesis transforms.
+        latent_codec: hyperprior and entropy model on y (:class:`~.latent_codec.LatentCodec`).
+        latent_channels: channels of y (M).
+        pad_multiple, num_lmbdas: see :class:`LearnedCodec`.
+        modnet_ga, modnet_gs: the encoder-side and decoder-side LAEs (None: left out); named
+            as in the reference checkpoints.
+
+    State-dict keys are flat, as in the reference TCM: the latent codec's entries appear
+    without their ``latent_codec.`` prefix (``h_a.*``, ``entropy_bottleneck.*``, ...).
+    """
+
+    def __init__(
+        self,
+        g_a: nn.Module,
+        latent_codec: nn.Module,
+        g_s: nn.Module,
+        latent_channels: int,
+        pad_multiple: int,
+        num_lmbdas: int = 1,
+        modnet_ga: nn.Module | None = None,
+        modnet_gs: nn.Module | None = None,
+    ) -> None:
+        super().__init__(pad_multiple, num_lmbdas)
+        has_lae = modnet_ga is not None or modnet_gs is not None
+        if has_lae and num_lmbdas < 2:
+            raise RateError(
+                f"a variable-rate model needs at least two λ values, got {num_lmbdas}; "
+                "train a fixed-rate model for a single λ"
+            )
+        self.latent_channels = int(latent_channels)
+        flatten_child_keys(self, "latent_codec")
+        register_entropy_buffer_resizing(self)
+        self.g_a = g_a
+        self.modnet_ga = modnet_ga
+        self.latent_codec = latent_codec
+        self.modnet_gs = modnet_gs
+        self.g_s = g_s
+
+    # -- the two halves around the latent codec ----------------------------------------------
+    def analysis(self, x: Tensor, lmbda: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``g_a`` then the encoder-side LAE on a padded batch: ``(y, mask or None)``."""
+        y = self.g_a(x)
+        if self.modnet_ga is None:
+            return y, None
+        return self.modnet_ga(y, lmbda)
+
+    def synthesis(self, y_hat: Tensor, lmbda: Tensor) -> Tensor:
+        """The decoder-side LAE then ``g_s``: the padded reconstruction."""
+        if self.modnet_gs is not None:
+            y_hat, _ = self.modnet_gs(y_hat, lmbda)
+        return self.g_s(y_hat)
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The fixed-rate codec's parts (what LAE training stages freeze)."""
+        return [self.g_a, self.latent_codec, self.g_s]
+
+    # -- CompressAI API --------------------------------------------------------------------
+    def forward(self, x: Tensor, lmbda_idx: LambdaIndex | None = None) -> dict:
+        """Training/evaluation pass: ``x_hat``, likelihoods of y and z, y (after the encoder
+        LAE), z and the λ indices used."""
+        lmbda = self.lmbda_input(lmbda_idx, x.shape[0])
+        y, _ = self.analysis(pad_image(x, self.pad_multiple), lmbda)
+        coded = self.latent_codec(y)
+        x_hat = self.synthesis(coded["y_hat"], lmbda)
+        return {
+            "x_hat": crop_image(x_hat, *x.shape[-2:]),
+            "likelihoods": coded["likelihoods"],
+            "y": y,
+            "z": coded["z"],
+            "lmbda_idx": lmbda,
+        }
+
+    def compress(self, x: Tensor, lmbda_idx: LambdaIndex | None = None) -> dict:
+        """Entropy-code a batch: one y and one z string per image; ``shape`` is the image
+        size. Variable-rate models also return the λ indices and, with an encoder-side LAE,
+        the mean natural log of its mask per image (the quantity of the R-λ model)."""
+        lmbda = self.lmbda_input(lmbda_idx, x.shape[0])
+        y, mask = self.analysis(pad_image(x, self.pad_multiple), lmbda)
+        out = {"strings": self.latent_codec.compress(y)["strings"], "shape": tuple(x.shape[-2:])}
+        if self.variable_rate:
+            out["lmbda_idx"] = lmbda
+        if mask is not None:
+            out["log_mask_mean"] = mask.log().mean(dim=(1, 2, 3))
+        return out
+
+    def decompress(
+        self, strings: Strings, shape: Shape, lmbda_idx: LambdaIndex | None = None
+    ) -> dict:
+        """Decode ``[y_strings, z_strings]`` of images of size ``shape`` (height, width)."""
+        height, width = (int(v) for v in shape)
+        lmbda = self.lmbda_input(lmbda_idx, len(strings[0]))
+        y_hat = self.latent_codec.decompress(strings, self.z_shape(height, width))["y_hat"]
+        x_hat = self.synthesis(y_hat, lmbda).clamp_(0, 1)
+        return {"x_hat": crop_image(x_hat, height, width)}
+
+    # -- R-λ model -------------------------------------------------------------------------
+    @torch.no_grad()
+    def log2_mask_sum(self, y: Tensor, lmbda_idx: LambdaIndex) -> Tensor:
+        """Σ log₂ m of the encoder-side LAE per image, from the raw ``g_a`` output ``y``.
+
+        One LAE evaluation, no entropy coding, so it can be swept over many λ.
+        """
+        if self.modnet_ga is None:
+            raise RateError(
+                f"the R-λ model needs an encoder-side LAE; this {type(self).__name__} has none"
+            )
+        lmbda = self.lmbda_input(lmbda_idx, y.shape[0])
+        return self.modnet_ga.log_mask(y, lmbda).sum(dim=(1, 2, 3)) / math.log(2)

@@ -1,0 +1,163 @@
+"""Latent codecs: everything between the analysis and the synthesis transform, as one module.
+
+A latent codec takes the latent ``y`` (what ``g_a`` and the encoder-side LAE produced) and
+returns its quantised value ``y_hat`` with the likelihoods, entropy-codes it to strings, or
+decodes strings back to ``y_hat``; CompressAI's ``latent_codecs`` have the same shape. The
+codec models (:mod:`lae_vbr.models.composed`) write their data path around it::
+
+    g_a → [encoder LAE] → latent codec → [decoder LAE] → g_s
+
+:class:`TCMLatentCodec` is TCM's: a hyperprior (``h_a``, ``h_mean_s``, ``h_scale_s``, the
+entropy bottleneck) and the channel-wise autoregressive Gaussian model with SWAtten and LRP,
+run by the one slice loop of :func:`~lae_vbr.models.entropy.run_slices`. CompressAI's
+hyperprior models have theirs in :mod:`lae_vbr.models.compressai_backbone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import (
+    ResidualBlockUpsample,
+    ResidualBlockWithStride,
+    conv3x3,
+    subpel_conv3x3,
+)
+from torch import Tensor, nn
+
+from .entropy import (
+    DecodeStep,
+    EncodeStep,
+    LikelihoodStep,
+    bottleneck_likelihood,
+    build_slice_transforms,
+    run_slices,
+    ste_round,
+)
+from .layers import ConvTransBlock
+
+__all__ = ["LatentCodec", "TCMLatentCodec"]
+
+
+class LatentCodec(Protocol):
+    """What a codec model needs from its latent codec.
+
+    ``straight_through`` asks for the likelihoods of the rounded values with an identity
+    gradient (latent refinement); otherwise training mode adds noise and eval mode rounds, as
+    in CompressAI. ``z`` may be given to code a hyper-latent other than ``hyper_analysis(y)``.
+    """
+
+    def hyper_analysis(self, y: Tensor) -> Tensor: ...
+
+    def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
+        """``{"y_hat", "likelihoods": {"y", "z"}, "z"}``."""
+        ...
+
+    def compress(self, y: Tensor, z: Tensor | None = None) -> dict:
+        """``{"strings": [y_strings, z_strings], "shape": z_shape}``."""
+        ...
+
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
+        """``{"y_hat"}`` from ``[y_strings, z_strings]`` and z's (height, width)."""
+        ...
+
+
+def _hyper_stage(n: int, depth: int, head_dim: int, window: int) -> list[nn.Module]:
+    """``depth`` ConvTransBlocks of the hyper transforms, alternating regular/shifted windows."""
+    return [
+        ConvTransBlock(n, n, head_dim, window, 0.0, "W" if i % 2 == 0 else "SW")
+        for i in range(depth)
+    ]
+
+
+class TCMLatentCodec(nn.Module):
+    """TCM's hyperprior and slice-wise autoregressive entropy model.
+
+    Args:
+        N: width of the hyper transforms' attention blocks (TCM's N).
+        M: latent channels.
+        num_slices, max_support_slices: the channel slices and how many decoded ones feed
+            the next (−1: all).
+        hyper_channels: channels of z.
+        hyper_depths: ConvTransBlocks in ``h_a`` and in each hyper-synthesis.
+        hyper_window_size, hyper_head_dim: their attention.
+        window_size, atten_dim, atten_head_dim, slice_hidden: the slice networks (SWAtten and
+            the mean / scale / LRP transforms).
+    """
+
+    def __init__(
+        self,
+        N: int,
+        M: int,
+        num_slices: int,
+        max_support_slices: int,
+        hyper_channels: int,
+        hyper_depths: tuple[int, int],
+        hyper_window_size: int,
+        hyper_head_dim: int,
+        window_size: int,
+        atten_dim: int,
+        atten_head_dim: int,
+        slice_hidden: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.num_slices = num_slices
+        self.max_support_slices = max_support_slices
+        # First, as in the reference, so the flattened state-dict order starts with it.
+        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
+        self.h_a = nn.Sequential(
+            ResidualBlockWithStride(M, 2 * N, 2),
+            *_hyper_stage(N, hyper_depths[0], hyper_head_dim, hyper_window_size),
+            conv3x3(2 * N, hyper_channels, stride=2),
+        )
+
+        def hyper_synthesis() -> nn.Sequential:
+            return nn.Sequential(
+                ResidualBlockUpsample(hyper_channels, 2 * N, 2),
+                *_hyper_stage(N, hyper_depths[1], hyper_head_dim, hyper_window_size),
+                subpel_conv3x3(2 * N, M, 2),
+            )
+
+        self.h_mean_s = hyper_synthesis()
+        self.h_scale_s = hyper_synthesis()
+        transforms = build_slice_transforms(
+            M, num_slices, max_support_slices, atten_dim, atten_head_dim, window_size, slice_hidden
+        )
+        for name, module in transforms.items():
+            self.add_module(name, module)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        return self.h_a(y)
+
+    def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
+        """Quantise y slice by slice; likelihoods of y and z (see :class:`LatentCodec`)."""
+        z = self.hyper_analysis(y) if z is None else z
+        z_offset = self.entropy_bottleneck._get_medians()
+        z_hat = ste_round(z - z_offset) + z_offset
+        if straight_through:
+            z_likelihoods = bottleneck_likelihood(self.entropy_bottleneck, z_hat)
+        else:
+            _, z_likelihoods = self.entropy_bottleneck(z)
+        step = LikelihoodStep(y, self.num_slices, self.gaussian_conditional, straight_through)
+        y_hat = run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y.shape[-2:], step)
+        return {"y_hat": y_hat, "likelihoods": {"y": step.likelihood(), "z": z_likelihoods}, "z": z}
+
+    def compress(self, y: Tensor, z: Tensor | None = None) -> dict:
+        """One y string and one z string per image; all slices share the y string."""
+        z = self.hyper_analysis(y) if z is None else z
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        step = EncodeStep(y, self.num_slices, self.gaussian_conditional)
+        run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y.shape[-2:], step)
+        return {"strings": [step.flush(), z_strings], "shape": tuple(z.shape[-2:])}
+
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
+        y_strings, z_strings = strings
+        z_hat = self.entropy_bottleneck.decompress(z_strings, tuple(shape))
+        y_hw = (z_hat.shape[2] * 4, z_hat.shape[3] * 4)
+        step = DecodeStep(y_strings, self.gaussian_conditional)
+        y_hat = run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y_hw, step)
+        return {"y_hat": y_hat}

@@ -1,0 +1,104 @@
+"""The rate interface shared by every codec: a λ index into the trained λ set.
+
+A model trained for ``num_lmbdas`` values of λ takes a (possibly fractional) λ index in
+``[0, num_lmbdas − 1]``; a fixed-rate model is the one-λ case and takes only index 0. This
+module holds the two rules every caller relies on, written once:
+
+* :func:`lmbda_input`: the validity rule (range, finiteness, one index or one per image);
+* :func:`interpolate_log_linear` / :func:`index_of_value`: λ ↔ index, log-linear between
+  the trained values (fractional indices give rates between the trained points).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+from torch import Tensor
+
+from lae_vbr.errors import LaeVbrError
+
+__all__ = [
+    "LambdaIndex",
+    "RateError",
+    "index_of_value",
+    "interpolate_log_linear",
+    "lmbda_input",
+    "value_of_index",
+]
+
+#: What the models accept as a rate argument: one λ index, or one per image.
+LambdaIndex = float | Sequence[float] | Tensor
+
+
+class RateError(LaeVbrError):
+    """A rate setting the model cannot use (out of range, missing, or given to a fixed-rate
+    model)."""
+
+
+def lmbda_input(
+    lmbda_idx: LambdaIndex, batch: int, num_lmbdas: int, device: torch.device | str
+) -> Tensor:
+    """λ indices as a float32 tensor of shape (batch,), checked against the trained range.
+
+    One index is broadcast over the batch. RateError for a count that is not 1 or ``batch``,
+    and for an index that is not finite or lies outside [0, num_lmbdas − 1].
+    """
+    t = torch.as_tensor(lmbda_idx, dtype=torch.float32, device=device).reshape(-1)
+    if t.numel() == 1 and batch != 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise RateError(f"got {t.numel()} λ indices for a batch of {batch}")
+    hi = num_lmbdas - 1
+    bad = ~(torch.isfinite(t) & (t >= 0) & (t <= hi))
+    if bad.any():
+        value = t[bad][0].item()
+        if hi == 0:
+            raise RateError(f"λ index {value:g} given to a fixed-rate model (it takes none)")
+        raise RateError(f"λ index {value:g} is outside the trained range [0, {hi}]")
+    return t
+
+
+def interpolate_log_linear(values: Tensor, lmbda_idx: Tensor) -> Tensor:
+    """``values`` (one per trained λ) at fractional indices, log-linear between neighbours.
+
+    Used for λ itself (the loss and latent refinement) and for the gains of the gain-based
+    peer; indices are clamped to the trained range.
+    """
+    idx = lmbda_idx.to(values.device, values.dtype).clamp(0, values.numel() - 1)
+    lo = idx.floor().long().clamp(max=max(values.numel() - 2, 0))
+    hi = (lo + 1).clamp(max=values.numel() - 1)
+    frac = idx - lo.to(values.dtype)
+    logs = values.log()
+    return torch.exp(logs[lo] * (1 - frac) + logs[hi] * frac)
+
+
+def value_of_index(values: Sequence[float], lmbda_idx: float) -> float:
+    """The λ of one fractional index (a float); inverse of :func:`index_of_value`."""
+    hi = len(values) - 1
+    if not (math.isfinite(lmbda_idx) and 0 <= lmbda_idx <= hi):
+        raise RateError(f"λ index {lmbda_idx:g} is outside the trained range [0, {hi}]")
+    if float(lmbda_idx).is_integer():
+        return float(values[int(lmbda_idx)])
+    table = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return float(interpolate_log_linear(table, torch.tensor([lmbda_idx]))[0])
+
+
+def index_of_value(values: Sequence[float], lmbda: float) -> float:
+    """The fractional λ index of a λ value inside the trained range (log-linear)."""
+    table = [float(v) for v in values]
+    if len(table) < 2:
+        raise RateError("mapping λ to an index needs at least two trained λ values")
+    lo, hi = min(table), max(table)
+    if not (math.isfinite(lmbda) and lo <= lmbda <= hi):
+        raise RateError(f"lmbda {lmbda:g} is outside the trained range [{lo:g}, {hi:g}]")
+    if any(a >= b for a, b in pairwise(table)):
+        if any(a <= b for a, b in pairwise(table)):
+            raise RateError(f"the trained λ values {table} are not monotonic")
+        return len(table) - 1 - index_of_value(table[::-1], lmbda)
+    i = min(bisect.bisect_right(table, lmbda) - 1, len(table) - 2)
+    a, b = math.log(table[i]), math.log(table[i + 1])
+    return i + (math.log(lmbda) - a) / (b - a)
