@@ -11,8 +11,13 @@ from compressai.registry import MODELS
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from helpers import tiny_tcm
+from helpers import tiny_tcm, write_noisy_ramp
+from lae_vbr.codec.cli import main
+from lae_vbr.codec.errors import RateError
 from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.codec.rate_control import encode_to_bpp
+from lae_vbr.codec.rate_model import RateModel
+from lae_vbr.codec.refine import RefineSchedule, refine_encode
 from lae_vbr.config import register_resolvers
 from lae_vbr.models import CompressAIBackbone, GainVariableRate, VariableRateCodec
 from lae_vbr.models.registry import PAPER_MSE_LMBDAS, build_codec, load_codec, save_codec_bundle
@@ -158,3 +163,59 @@ def test_backbone_configs_build_and_pad_to_64() -> None:
         assert cfg.model.backbone._target_ == "lae_vbr.models.CompressAIBackbone"
         backbone = instantiate(cfg.model.backbone)
         assert backbone.pad_multiple == 64 and backbone.M in (192, 320)
+
+
+@pytest.fixture(scope="module")
+def mbt_lae_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CompressAI backbone with LAEs, saved as a project checkpoint would be."""
+    torch.manual_seed(0)
+    cfg = _codec_cfg("mbt2018-mean", LEGACY_LAE)
+    model = instantiate(cfg["model"])
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(20)  # latents of a few quantisation steps
+        emb = model.modnet_ga.mask.lmd_map
+        emb.fc_layers[0].weight.fill_(1.0)
+        emb.fc_layers[1].weight.fill_(0.05)
+    return save_codec_bundle(tmp_path_factory.mktemp("mbt") / "mbt.pt", model, cfg)
+
+
+@pytest.mark.filterwarnings("ignore::lae_vbr.codec.rate_control.RateControlWarning")
+def test_refinement_and_rate_control_work_on_a_compressai_backbone(mbt_lae_bundle, tmp_path):
+    """The composed data path gives DLM and the R-λ model to every LAE model, not just TCM."""
+    codec = ImageCodec.load(mbt_lae_bundle)
+    x = torch.rand(1, 3, 48, 80)
+    plain = codec.encode(x, 3.0)
+    refined, result = refine_encode(codec, x, 3.0, RefineSchedule(steps=2))
+    assert min(result.losses) <= result.losses[0]
+    assert codec.decode(refined).shape == x.shape and refined.lmbda_idx == plain.lmbda_idx
+    sums = RateModel(codec.model, x).log2_mask_sum([0.0, 5.0])
+    assert sums[0] < sums[1]
+    result = encode_to_bpp(codec, x, plain.bpp)
+    assert result.encodes <= 2 and codec.decode(result.stream).shape == x.shape
+
+
+def test_cli_refines_with_a_compressai_backbone(mbt_lae_bundle, tmp_path, capsys) -> None:
+    image = tmp_path / "in.png"
+    write_noisy_ramp(image, 40, 72, noise=20, seed=2)
+    out = tmp_path / "out.lae"
+    common = ["--checkpoint", str(mbt_lae_bundle)]
+    args = ["compress", str(image), str(out), "--quality", "2", "--refine-steps", "2"]
+    code = main([*args, *common])
+    assert code == 0, capsys.readouterr().err
+    assert main(["decompress", str(out), str(tmp_path / "out.png"), *common]) == 0
+
+
+def test_gain_peer_refuses_refinement_and_the_rate_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    cfg = {"model": {"_target_": "lae_vbr.models.registry.build_codec",
+                     "backbone": _backbone_cfg("mbt2018-mean"), "num_lmbdas": 6,
+                     "lae": {"enabled": True, "method": "gain",
+                             "lmbdas": list(PAPER_MSE_LMBDAS)}},
+           "lmbda": {"values": list(PAPER_MSE_LMBDAS)}, "run_name": "gain"}  # fmt: skip
+    path = save_codec_bundle(tmp_path / "gain.pt", instantiate(cfg["model"]), cfg)
+    codec = ImageCodec.load(path)
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(RateError, match="latent refinement needs a model built as"):
+        refine_encode(codec, x, 2.0, RefineSchedule(steps=1))
+    with pytest.raises(RateError, match="needs a variable-rate model with an encoder-side LAE"):
+        RateModel(codec.model, x)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from helpers import tiny_vbr
 from lae_vbr.losses import RateDistortionLoss, bits_per_pixel, psnr_from_mse
 from lae_vbr.optim import MilestoneFactors
 
@@ -95,3 +96,29 @@ def test_psnr_and_milestone_schedule() -> None:
     ]
     with pytest.raises(ValueError):
         MilestoneFactors([100, 50], [0.5, 0.1])
+
+
+def test_optimisers_from_partial_configs_with_parameter_groups() -> None:
+    from lae_vbr.config import ConfigError
+    from lae_vbr.optim import build_optimizers
+
+    model = tiny_vbr()
+    cfg = {
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-4},
+        "aux_optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
+        "param_groups": {"modnet_": {"lr": 1e-3}},
+        "scheduler": {"milestones": [2], "factors": [0.5]},
+    }
+    (opt, aux), (sched,) = build_optimizers(model, cfg)
+    assert sched.lr_lambdas[0](2) == 0.5 and sched.lr_lambdas[0](1) == 1.0
+    assert isinstance(opt, torch.optim.AdamW) and isinstance(aux, torch.optim.Adam)
+    lae_ids = {id(p) for n, p in model.named_parameters() if n.startswith("modnet_")}
+    first, rest = opt.param_groups
+    assert first["lr"] == 1e-3 and {id(p) for p in first["params"]} <= lae_ids
+    assert rest["lr"] == 2e-4 and not {id(p) for p in rest["params"]} & lae_ids
+    quantiles = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    assert [id(p) for p in aux.param_groups[0]["params"]] == [id(p) for p in quantiles]
+    with pytest.raises(ConfigError, match=r"optim\.optimizer\.lr"):
+        build_optimizers(model, {"lr": 1e-4})
+    with pytest.raises(ConfigError, match="no trainable parameter starts with 'nope'"):
+        build_optimizers(model, {"param_groups": {"nope": {"lr": 1.0}}})

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .images import DataError, DataWarning, list_images, load_rgb_image
 from .sample import sample_images
+from .tensors import image_to_tensor
 
 __all__ = ["ImageDataModule", "ImageDataset", "SeededShuffle", "random_crop", "seed_worker"]
 
@@ -55,7 +56,7 @@ class ImageDataset(Dataset[Tensor]):
             # An int index (e.g. Lightning's overfit_batches sampler) always gives the same crop.
             rng = np.random.default_rng(crop_seed if crop_seed is not None else [self.seed, index])
             image = random_crop(image, self.crop_size, rng)
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        return image_to_tensor(image)[0]
 
     def _load(self, index: int) -> np.ndarray:
         for step in range(len(self.files)):
