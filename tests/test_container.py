@@ -35,7 +35,29 @@ def with_crc(body: bytes) -> bytes:
 
 
 def test_layout_matches_the_documented_bytes() -> None:
-    stream = Bitstream(ModelId("ab", DIGEST), 2.5, 300, 5, Z[:8], Y[:12])
+    stream = Bitstream(
+        ModelId("ab", DIGEST), 2.5, 300, 5, Z[:8], Y[:12], "float64", 0x01020304, 0x0A0B0C0D
+    )
+    body = (
+        b"LAE\x02\x03"  # magic, version 2, flags: variable rate, checksummed
+        + DIGEST
+        + struct.pack("<f", 2.5)
+        + b"\x01"  # arithmetic: float64
+        + struct.pack("<II", 0x01020304, 0x0A0B0C0D)  # tables CRC, symbols CRC
+        + b"\x02ab"  # name length, name
+        + b"\xac\x02"  # height 300 as LEB128
+        + b"\x05"  # width 5
+        + b"\x08\x0c"  # z and y lengths
+        + Z[:8]
+        + Y[:12]
+    )
+    assert stream.to_bytes() == with_crc(body)
+    fixed = Bitstream(ModelId("ab", DIGEST), None, 300, 5, Z[:8], Y[:12])
+    assert fixed.to_bytes()[:5] == b"LAE\x02\x00"
+    assert len(fixed.to_bytes()) == len(stream.to_bytes()) - 4 - 8  # no λ, no checksums
+
+
+def test_version_1_files_are_still_read() -> None:
     body = (
         b"LAE\x01\x01"  # magic, version 1, flags: variable rate
         + DIGEST
@@ -47,10 +69,12 @@ def test_layout_matches_the_documented_bytes() -> None:
         + Z[:8]
         + Y[:12]
     )
-    assert stream.to_bytes() == with_crc(body)
-    fixed = Bitstream(ModelId("ab", DIGEST), None, 300, 5, Z[:8], Y[:12])
-    assert fixed.to_bytes()[:5] == b"LAE\x01\x00"
-    assert len(fixed.to_bytes()) == len(stream.to_bytes()) - 4  # no λ field
+    stream = Bitstream.from_bytes(with_crc(body))
+    assert (stream.version, stream.arithmetic, stream.checked) == (1, "float32", False)
+    assert (stream.lmbda_idx, stream.height, stream.width) == (2.5, 300, 5)
+    assert stream.y_string == Y[:12] and stream.z_string == Z[:8]
+    with pytest.raises(ContainerError, match="unknown flags"):  # bit 1 means nothing in v1
+        Bitstream.from_bytes(with_crc(b"LAE\x01\x03" + body[5:]))
 
 
 @pytest.mark.parametrize("lmbda_idx", [None, 0.0, 2.5, 5.0])
@@ -116,7 +140,7 @@ def test_digest_must_have_eight_bytes() -> None:
         (b"", "too short"),
         (b"LA", "too short"),
         (b"\x89PNG\r\n\x1a\n" + bytes(40), "wrong magic"),
-        (b"LAE\x02" + bytes(40), "unsupported format version 2"),
+        (b"LAE\x03" + bytes(40), "unsupported format version 3"),
         (b"LAE\x01\x01" + DIGEST, "truncated"),
     ],
 )
@@ -199,7 +223,8 @@ def _raw(
     """A file with arbitrary header values and a valid CRC (as a buggy or hostile writer
     could make)."""
     lmbda = struct.pack("<f", 2.5) if flags & 1 else b""
-    body = b"LAE\x01" + bytes([flags]) + DIGEST + lmbda + bytes([len(name)]) + name
+    arithmetic = b"\x00"  # float32, no checksums (flags bit 1 clear)
+    body = b"LAE\x02" + bytes([flags]) + DIGEST + lmbda + arithmetic + bytes([len(name)]) + name
     return with_crc(body + sizes + lengths + streams)
 
 

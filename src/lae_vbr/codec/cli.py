@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from lae_vbr.errors import LaeVbrError
 
-from .container import FORMAT_VERSION, Bitstream, read_bitstream
+from .container import Bitstream, read_bitstream
 
 if TYPE_CHECKING:
     from .image_codec import ImageCodec
@@ -203,11 +203,16 @@ def _describe(path: Path, stream: Bitstream) -> str:
     else:
         rate = f"λ index {stream.lmbda_idx:.6g} (variable-rate model)"
     rows = [
-        ("file", f"{path} ({stream.num_bytes} bytes, format version {FORMAT_VERSION})"),
+        ("file", f"{path} ({stream.num_bytes} bytes, format version {stream.version})"),
         ("model", f"{stream.model.name} (weights {stream.model.digest.hex()})"),
         ("rate", rate),
         ("image", f"{stream.width}×{stream.height} (width×height)"),
         ("bpp", f"{stream.bpp:.4f}"),
+        (
+            "coding",
+            f"{stream.arithmetic} entropy parameters, "
+            f"{'checksummed' if stream.checked else 'no checksums'}",
+        ),
         (
             "bytes",
             f"header {stream.overhead}, z {len(stream.z_string)}, y {len(stream.y_string)}",

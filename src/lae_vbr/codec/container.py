@@ -34,7 +34,12 @@ __all__ = [
 ]
 
 MAGIC = b"LAE"
-FORMAT_VERSION = 1
+#: Version 2 records the arithmetic of the entropy parameters and checksums that detect a
+#: decoder that does not reproduce the encoder; version 1 files are still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+#: How the entropy parameters were computed (``lae_vbr.models.latent_codec.ARITHMETIC``).
+ARITHMETIC_CODES = {"float32": 0, "float64": 1}
 #: Bytes of the weights digest that identify a model (see ``lae_vbr.codec.digest.weights_digest``).
 DIGEST_SIZE = 8
 #: Longer model names are cut (at a character boundary) when a file is written.
@@ -46,9 +51,11 @@ MAX_FILE_BYTES = 1 << 28
 #: A rANS stream is whole 32-bit words, at least the two of the final coder state.
 _MIN_STREAM = 8
 _VARIABLE_RATE = 0x01
-_KNOWN_FLAGS = _VARIABLE_RATE
+_CHECKED = 0x02  # version 2: the tables digest and the symbols CRC follow the arithmetic
+_KNOWN_FLAGS = {1: _VARIABLE_RATE, 2: _VARIABLE_RATE | _CHECKED}
 _MAX_VARINT_BYTES = 5  # enough for any length below MAX_FILE_BYTES
 _CRC = struct.Struct("<I")
+_CRC_PAIR = struct.Struct("<II")
 _FLOAT = struct.Struct("<f")
 
 
@@ -102,7 +109,11 @@ class Bitstream:
     """One coded image: who made it, at which λ index, its size, and the two rANS streams.
 
     ``lmbda_idx`` is None for fixed-rate models. It is stored as float32, so it is rounded to
-    float32 on construction; encoders must code with ``stream.lmbda_idx`` (``api`` does).
+    float32 on construction; encoders must code with ``stream.lmbda_idx`` (ImageCodec does).
+    ``arithmetic`` says how the entropy parameters were computed; ``tables_crc`` (the model's
+    CDF tables) and ``symbols_crc`` (the coded symbols) let the decoder prove it reproduced
+    the encoder (None: not recorded, as in version 1 files). ``version`` is the format version
+    the stream was read from; it is always written as :data:`FORMAT_VERSION`.
     """
 
     model: ModelId
@@ -111,6 +122,10 @@ class Bitstream:
     width: int
     z_string: bytes
     y_string: bytes
+    arithmetic: str = "float32"
+    tables_crc: int | None = None
+    symbols_crc: int | None = None
+    version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.lmbda_idx is not None:
@@ -120,6 +135,11 @@ class Bitstream:
     @property
     def variable_rate(self) -> bool:
         return self.lmbda_idx is not None
+
+    @property
+    def checked(self) -> bool:
+        """Whether the file carries the checksums of the tables and symbols."""
+        return self.tables_crc is not None
 
     # -- checks shared by writing and reading -------------------------------------------------
     def validate(self) -> None:
@@ -131,6 +151,13 @@ class Bitstream:
         for side, value in (("height", self.height), ("width", self.width)):
             if not 1 <= value <= MAX_SIDE:
                 raise ContainerError(f"image {side} {value} is outside [1, {MAX_SIDE}]")
+        if self.arithmetic not in ARITHMETIC_CODES:
+            raise ContainerError(f"unknown arithmetic {self.arithmetic!r}")
+        if (self.tables_crc is None) != (self.symbols_crc is None):
+            raise ContainerError("the tables digest and the symbols CRC go together")
+        for crc in (self.tables_crc, self.symbols_crc):
+            if crc is not None and not 0 <= crc < 1 << 32:
+                raise ContainerError("checksums are 32-bit")
         for label, data in (("z", self.z_string), ("y", self.y_string)):
             if len(data) < _MIN_STREAM or len(data) % 4:
                 raise ContainerError(
@@ -142,11 +169,15 @@ class Bitstream:
     def header(self) -> bytes:
         """Everything before the streams."""
         name = self.model.name.encode("utf-8")
+        flags = (_VARIABLE_RATE if self.variable_rate else 0) | (_CHECKED if self.checked else 0)
+        checks = _CRC_PAIR.pack(self.tables_crc, self.symbols_crc) if self.checked else b""
         parts = [
             MAGIC,
-            bytes([FORMAT_VERSION, _VARIABLE_RATE if self.variable_rate else 0]),
+            bytes([FORMAT_VERSION, flags]),
             self.model.digest,
             _FLOAT.pack(self.lmbda_idx) if self.lmbda_idx is not None else b"",
+            bytes([ARITHMETIC_CODES[self.arithmetic]]),
+            checks,
             bytes([len(name)]),
             name,
             _varint(self.height),
@@ -177,7 +208,9 @@ class Bitstream:
     def describe(self) -> dict[str, Any]:
         """The fields as plain JSON-ready values (``lae-vbr info --json``)."""
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": self.version,
+            "arithmetic": self.arithmetic,
+            "checked": self.checked,
             "model_name": self.model.name,
             "model_digest": self.model.digest.hex(),
             "variable_rate": self.variable_rate,
@@ -207,19 +240,13 @@ class Bitstream:
             raise ContainerError("not an lae-vbr file (wrong magic bytes)")
         reader = _Reader(data, len(MAGIC))
         version = reader.byte("format version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ContainerError(
-                f"unsupported format version {version} (this lae-vbr reads version "
-                f"{FORMAT_VERSION})"
+                f"unsupported format version {version} (this lae-vbr reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); it was written by a newer lae-vbr"
             )
-        flags = reader.byte("flags")
-        digest = reader.take(DIGEST_SIZE, "model digest")
-        raw_lmbda = reader.take(_FLOAT.size, "λ index") if flags & _VARIABLE_RATE else None
-        raw_name = reader.take(reader.byte("name length"), "model name")
-        height = reader.varint("height")
-        width = reader.varint("width")
-        z_len = reader.varint("z length")
-        y_len = reader.varint("y length")
+        fields = _read_header(reader, version)
+        z_len, y_len = fields.pop("z_len"), fields.pop("y_len")
         expected = reader.pos + z_len + y_len + _CRC.size
         if expected > len(data):
             raise ContainerError(f"truncated file: {len(data)} bytes of the {expected} declared")
@@ -229,23 +256,55 @@ class Bitstream:
         if zlib.crc32(memoryview(data)[: expected - _CRC.size]) != stored_crc:
             raise ContainerError("corrupted file (CRC-32 mismatch)")
         # Only checksummed bytes get here: what follows guards against files written wrongly.
-        if flags & ~_KNOWN_FLAGS:
-            raise ContainerError(f"unknown flags 0x{flags:02x} for format version {version}")
-        try:
-            name = raw_name.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ContainerError("model name is not valid UTF-8") from err
-        if not name.isprintable() or len(raw_name) > MAX_NAME_BYTES:
-            raise ContainerError("model name is not a short printable string")
-        z_start = expected - _CRC.size - z_len - y_len
+        z_start = reader.pos
         return cls(
-            model=ModelId(name, digest),
-            lmbda_idx=None if raw_lmbda is None else _FLOAT.unpack(raw_lmbda)[0],
-            height=height,
-            width=width,
+            **_checked_fields(fields, version),
             z_string=data[z_start : z_start + z_len],
             y_string=data[z_start + z_len : z_start + z_len + y_len],
+            version=version,
         )
+
+
+def _read_header(reader: _Reader, version: int) -> dict[str, Any]:
+    """The raw header fields after the version byte (bounds-checked, not yet validated)."""
+    fields: dict[str, Any] = {"flags": reader.byte("flags")}
+    fields["digest"] = reader.take(DIGEST_SIZE, "model digest")
+    variable = fields["flags"] & _VARIABLE_RATE
+    fields["raw_lmbda"] = reader.take(_FLOAT.size, "λ index") if variable else None
+    fields["arithmetic"] = reader.byte("arithmetic") if version >= 2 else 0
+    checked = version >= 2 and fields["flags"] & _CHECKED
+    fields["crcs"] = reader.take(2 * _CRC.size, "checksums") if checked else None
+    fields["raw_name"] = reader.take(reader.byte("name length"), "model name")
+    for key in ("height", "width", "z_len", "y_len"):
+        fields[key] = reader.varint(key.replace("_len", " length"))
+    return fields
+
+
+def _checked_fields(fields: dict[str, Any], version: int) -> dict[str, Any]:
+    """The header's values, validated, as :class:`Bitstream` arguments."""
+    flags = fields["flags"]
+    if flags & ~_KNOWN_FLAGS[version]:
+        raise ContainerError(f"unknown flags 0x{flags:02x} for format version {version}")
+    arithmetic = {code: name for name, code in ARITHMETIC_CODES.items()}.get(fields["arithmetic"])
+    if arithmetic is None:
+        raise ContainerError(f"unknown arithmetic code {fields['arithmetic']}")
+    try:
+        name = fields["raw_name"].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ContainerError("model name is not valid UTF-8") from err
+    if not name.isprintable() or len(fields["raw_name"]) > MAX_NAME_BYTES:
+        raise ContainerError("model name is not a short printable string")
+    raw_lmbda, crcs = fields["raw_lmbda"], fields["crcs"]
+    tables_crc, symbols_crc = (None, None) if crcs is None else _CRC_PAIR.unpack(crcs)
+    return {
+        "model": ModelId(name, fields["digest"]),
+        "lmbda_idx": None if raw_lmbda is None else _FLOAT.unpack(raw_lmbda)[0],
+        "height": fields["height"],
+        "width": fields["width"],
+        "arithmetic": arithmetic,
+        "tables_crc": tables_crc,
+        "symbols_crc": symbols_crc,
+    }
 
 
 class _Reader:

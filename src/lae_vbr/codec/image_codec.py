@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lae_vbr.models.composed import LearnedCodec
+from lae_vbr.models.rans import StreamError, tables_crc
 from lae_vbr.models.rate import index_of_value
 from lae_vbr.models.registry import LoadedCodec, load_codec
 from lae_vbr.models.state_dict import CheckpointError
@@ -58,6 +59,10 @@ class ImageCodec:
         self.model.update()
         self.max_pixels = max_pixels
         self.id = ModelId(loaded.name, weights_digest(self.model))
+        #: the CDF tables this model codes with; files record it and are checked against it
+        self.tables_crc = tables_crc(self.model)
+        #: how files are written: the model's preferred arithmetic (float64 where it can)
+        self.arithmetic = self.model.arithmetics[-1]
 
     @classmethod
     def load(cls, checkpoint: str | PathLike | None = None, **kwargs: Any) -> ImageCodec:
@@ -117,7 +122,7 @@ class ImageCodec:
         x = self.check_image(x)
         lmbda_idx = self.check_rate(lmbda_idx)
         with torch.inference_mode():
-            encoding = self.model.compress(x.to(self._device()), lmbda_idx)
+            encoding = self.model.compress(x.to(self._device()), lmbda_idx, self.arithmetic)
         return self.pack(encoding, lmbda_idx)
 
     def check_image(self, x: Tensor) -> Tensor:
@@ -130,10 +135,22 @@ class ImageCodec:
 
     def pack(self, encoding: Mapping[str, Any], lmbda_idx: float | None) -> Bitstream:
         """Wrap a one-image ``compress`` result (``strings`` = [y, z], ``shape`` = the image
-        size) coded at ``lmbda_idx``, e.g. by latent refinement."""
+        size, ``arithmetic`` and ``symbols_crc`` where the model reports them) coded at
+        ``lmbda_idx``, e.g. by latent refinement."""
         (y_string,), (z_string,) = encoding["strings"]
         height, width = (int(v) for v in encoding["shape"])
-        return Bitstream(self.id, lmbda_idx, height, width, z_string, y_string)
+        crcs = encoding.get("symbols_crc")
+        return Bitstream(
+            self.id,
+            lmbda_idx,
+            height,
+            width,
+            z_string,
+            y_string,
+            arithmetic=encoding.get("arithmetic", "float32"),
+            tables_crc=None if crcs is None else self.tables_crc,
+            symbols_crc=None if crcs is None else int(crcs[0]),
+        )
 
     def check(self, stream: Bitstream) -> None:
         """Raise DecodeError unless this model can decode ``stream`` within the limits."""
@@ -152,13 +169,29 @@ class ImageCodec:
                 f"[0, {self.max_index}]"
             )
         self._check_size(stream.height, stream.width, DecodeError)
+        if stream.arithmetic not in self.model.arithmetics:
+            raise DecodeError(f"model {self.id} cannot compute in {stream.arithmetic}")
+        if stream.checked and stream.tables_crc != self.tables_crc:
+            raise DecodeError(
+                "the model's entropy-coder tables differ from those the file was coded with "
+                "(rebuilt on another machine?); decode with the checkpoint file that wrote it"
+            )
 
     def decode(self, stream: Bitstream) -> Tensor:
         """The reconstruction, (1, 3, H, W) in [0, 1], of a checked stream."""
         self.check(stream)
         strings = [[stream.y_string], [stream.z_string]]
-        with torch.inference_mode():
-            out = self.model.decompress(strings, (stream.height, stream.width), stream.lmbda_idx)
+        size = (stream.height, stream.width)
+        try:
+            with torch.inference_mode():
+                out = self.model.decompress(strings, size, stream.lmbda_idx, stream.arithmetic)
+        except StreamError as err:
+            raise DecodeError(f"the file's entropy-coded data is damaged: {err}") from None
+        if stream.checked and int(out["symbols_crc"][0]) != stream.symbols_crc:
+            raise DecodeError(
+                "the decoded symbols differ from the encoded ones (checksum mismatch): the "
+                "file is damaged, or this decoder did not reproduce the encoder's arithmetic"
+            )
         x_hat = out["x_hat"]
         if not torch.isfinite(x_hat).all():
             raise DecodeError("the decoded image is not finite; the streams are corrupt")

@@ -173,5 +173,5 @@ def refine_encode(
     x = x.to(next(model.parameters()).device)
     result = refine_latents(model, x, lmbda, lmbda_idx, schedule)
     with torch.inference_mode():
-        encoding = model.latent_codec.compress(result.y, result.z)
+        encoding = model.code_latent(result.y, result.z, codec.arithmetic)
     return codec.pack({**encoding, "shape": tuple(x.shape[-2:])}, lmbda_idx), result

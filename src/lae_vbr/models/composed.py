@@ -27,6 +27,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from .latent_codec import ARITHMETIC, DEFAULT_ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
 from .rate import LambdaIndex, RateError, lmbda_input
 from .state_dict import flatten_child_keys, register_entropy_buffer_resizing
@@ -49,6 +50,10 @@ class LearnedCodec(CompressionModel):
         pad_multiple: image sides are padded to a multiple of this before coding.
         num_lmbdas: size of the trained λ set; 1 for a fixed-rate model.
     """
+
+    #: How the model can compute its entropy parameters when coding, the preferred last
+    #: (see :data:`~.latent_codec.ARITHMETIC`).
+    arithmetics: tuple[str, ...] = ("float32", DEFAULT_ARITHMETIC)
 
     def __init__(self, pad_multiple: int, num_lmbdas: int = 1) -> None:
         super().__init__()
@@ -160,28 +165,54 @@ class ComposedCodec(LearnedCodec):
             "lmbda_idx": lmbda,
         }
 
-    def compress(self, x: Tensor, lmbda_idx: LambdaIndex | None = None) -> dict:
+    def compress(
+        self, x: Tensor, lmbda_idx: LambdaIndex | None = None, arithmetic: str = DEFAULT_ARITHMETIC
+    ) -> dict:
         """Entropy-code a batch: one y and one z string per image; ``shape`` is the image
-        size. Variable-rate models also return the λ indices and, with an encoder-side LAE,
-        the mean natural log of its mask per image (the quantity of the R-λ model)."""
+        size; ``symbols_crc`` one CRC-32 of the coded symbols per image (to check a decode
+        against). Variable-rate models also return the λ indices and, with an encoder-side
+        LAE, the mean natural log of its mask per image (the quantity of the R-λ model).
+        ``arithmetic`` (see :data:`~.latent_codec.ARITHMETIC`) must be given to decompress."""
         lmbda = self.lmbda_input(lmbda_idx, x.shape[0])
         y, mask = self.analysis(pad_image(x, self.pad_multiple), lmbda)
-        out = {"strings": self.latent_codec.compress(y)["strings"], "shape": tuple(x.shape[-2:])}
+        out = {**self.code_latent(y, arithmetic=arithmetic), "shape": tuple(x.shape[-2:])}
         if self.variable_rate:
             out["lmbda_idx"] = lmbda
         if mask is not None:
             out["log_mask_mean"] = mask.log().mean(dim=(1, 2, 3))
         return out
 
-    def decompress(
-        self, strings: Strings, shape: Shape, lmbda_idx: LambdaIndex | None = None
+    def code_latent(
+        self, y: Tensor, z: Tensor | None = None, arithmetic: str = DEFAULT_ARITHMETIC
     ) -> dict:
-        """Decode ``[y_strings, z_strings]`` of images of size ``shape`` (height, width)."""
+        """Entropy-code latents (after the encoder LAE; z: a given hyper-latent, e.g. refined)
+        with the latent codec in ``arithmetic``: ``strings``, ``symbols_crc``,
+        ``arithmetic``."""
+        dtype = ARITHMETIC[arithmetic]
+        codec = in_arithmetic(self.latent_codec, arithmetic)
+        coded = codec.compress(y.to(dtype), None if z is None else z.to(dtype))
+        return {
+            "strings": coded["strings"],
+            "symbols_crc": coded["symbols_crc"],
+            "arithmetic": arithmetic,
+        }
+
+    def decompress(
+        self,
+        strings: Strings,
+        shape: Shape,
+        lmbda_idx: LambdaIndex | None = None,
+        arithmetic: str = DEFAULT_ARITHMETIC,
+    ) -> dict:
+        """Decode ``[y_strings, z_strings]`` of images of size ``shape`` (height, width):
+        ``x_hat`` and ``symbols_crc`` (compare with the encoder's to detect a mismatch)."""
         height, width = (int(v) for v in shape)
         lmbda = self.lmbda_input(lmbda_idx, len(strings[0]))
-        y_hat = self.latent_codec.decompress(strings, self.z_shape(height, width))["y_hat"]
+        codec = in_arithmetic(self.latent_codec, arithmetic)
+        decoded = codec.decompress(strings, self.z_shape(height, width))
+        y_hat = decoded["y_hat"].to(next(self.g_s.parameters()).dtype)
         x_hat = self.synthesis(y_hat, lmbda).clamp_(0, 1)
-        return {"x_hat": crop_image(x_hat, height, width)}
+        return {"x_hat": crop_image(x_hat, height, width), "symbols_crc": decoded["symbols_crc"]}
 
     # -- R-λ model -------------------------------------------------------------------------
     @torch.no_grad()

@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from compressai.ans import BufferedRansEncoder
 from compressai.models import (
     JointAutoregressiveHierarchicalPriors,
     MeanScaleHyperprior,
@@ -27,6 +29,13 @@ from torch import Tensor, nn
 
 from .composed import ComposedCodec
 from .entropy import bottleneck_likelihood, gaussian_likelihood, ste_round
+from .rans import (
+    CdfTables,
+    CheckedRansDecoder,
+    bottleneck_crcs,
+    symbols_crc,
+    use_checked_decoding,
+)
 
 __all__ = ["CompressAIBackbone", "CompressAIHyperprior"]
 
@@ -50,6 +59,7 @@ class CompressAIHyperprior(nn.Module):
                 f"{type(model).__name__} is not one of CompressAI's hyperprior models "
                 "(bmshj2018-hyperprior, mbt2018-mean, mbt2018, cheng2020-anchor/attn)"
             )
+        use_checked_decoding(model)
         self.mean_scale = isinstance(model, MeanScaleHyperprior)
         self.autoregressive = isinstance(model, JointAutoregressiveHierarchicalPriors)
         self.M = int(model.M) if hasattr(model, "M") else None
@@ -106,44 +116,83 @@ class CompressAIHyperprior(nn.Module):
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         params = self.h_s(z_hat)
         if self.autoregressive:
-            y_strings = self._compress_serial(y, params)
+            coded = [self._encode_serial(y[i : i + 1], params[i : i + 1]) for i in range(len(y))]
+            y_strings, symbols = [c[0] for c in coded], [c[1] for c in coded]
         else:
             scales, means = self._gaussian(params)
             indexes = self.gaussian_conditional.build_indexes(scales)
             y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:])}
+            symbols = list(self.gaussian_conditional.quantize(y, "symbols", means))
+        return {
+            "strings": [y_strings, z_strings],
+            "shape": tuple(z.shape[-2:]),
+            "symbols_crc": self._crcs(z_hat, symbols),
+        }
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
         y_strings, z_strings = strings
         z_hat = self.entropy_bottleneck.decompress(list(z_strings), tuple(shape))
         params = self.h_s(z_hat)
         if self.autoregressive:
-            return {"y_hat": self._decompress_serial(y_strings, params)}
-        scales, means = self._gaussian(params)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(list(y_strings), indexes, z_hat.dtype, means)
-        return {"y_hat": y_hat}
+            decoded = [self._decode_serial(s, params[i : i + 1]) for i, s in enumerate(y_strings)]
+            y_hat = torch.cat([d[0] for d in decoded])
+            symbols = [d[1] for d in decoded]
+        else:
+            scales, means = self._gaussian(params)
+            indexes = self.gaussian_conditional.build_indexes(scales)
+            gaussian = self.gaussian_conditional
+            y_hat = gaussian.decompress(list(y_strings), indexes, z_hat.dtype, means)
+            symbols = list(torch.round(y_hat if means is None else y_hat - means).int())
+        return {"y_hat": y_hat, "symbols_crc": self._crcs(z_hat, symbols)}
 
-    # CompressAI's serial context coding, run on this module (it has the attributes it uses).
-    def _compress_serial(self, y: Tensor, params: Tensor) -> list[bytes]:
+    def _crcs(self, z_hat: Tensor, y_symbols: Sequence[Tensor | np.ndarray]) -> list[int]:
+        z_crcs = bottleneck_crcs(self.entropy_bottleneck, z_hat)
+        return [symbols_crc([s], c) for s, c in zip(y_symbols, z_crcs, strict=True)]
+
+    # -- the serial context model (mbt2018, cheng2020): one pixel at a time, as CompressAI
+    def _context_params(self, y_hat: Tensor, params: Tensor, r: int, c: int) -> tuple:
+        """(scales, means) of pixel (r, c) from the decoded neighbourhood in padded ``y_hat``."""
+        conv = self.context_prediction
+        crop = y_hat[:, :, r : r + _CONTEXT_KERNEL, c : c + _CONTEXT_KERNEL]
+        ctx = F.conv2d(crop, conv.weight * conv.mask, bias=conv.bias)
+        p = torch.cat((params[:, :, r : r + 1, c : c + 1], ctx), dim=1)
+        return self.entropy_parameters(p).squeeze(3).squeeze(2).chunk(2, 1)
+
+    def _encode_serial(self, y: Tensor, params: Tensor) -> tuple[bytes, Tensor]:
         pad = (_CONTEXT_KERNEL - 1) // 2
         y_hat = F.pad(y, (pad, pad, pad, pad))
-        h, w = y.shape[-2:]
-        serial = JointAutoregressiveHierarchicalPriors._compress_ar
-        return [
-            serial(self, y_hat[i : i + 1], params[i : i + 1], h, w, _CONTEXT_KERNEL, pad)
-            for i in range(y.shape[0])
-        ]
+        gaussian, symbols, indexes = self.gaussian_conditional, [], []
+        for r in range(y.shape[2]):
+            for c in range(y.shape[3]):
+                scales, means = self._context_params(y_hat, params, r, c)
+                q = gaussian.quantize(y_hat[:, :, r + pad, c + pad], "symbols", means)
+                y_hat[:, :, r + pad, c + pad] = q + means
+                symbols.append(q.reshape(-1))
+                indexes.append(gaussian.build_indexes(scales).reshape(-1))
+        symbols_all, tables = torch.cat(symbols).int(), CdfTables.of(gaussian)
+        encoder = BufferedRansEncoder()
+        encoder.encode_with_indexes(
+            symbols_all.tolist(), torch.cat(indexes).int().tolist(), tables.cdfs.tolist(),
+            tables.sizes.tolist(), tables.offsets.tolist(),
+        )  # fmt: skip
+        return encoder.flush(), symbols_all
 
-    def _decompress_serial(self, y_strings: Sequence[bytes], params: Tensor) -> Tensor:
+    def _decode_serial(self, string: bytes, params: Tensor) -> tuple[Tensor, np.ndarray]:
         pad = (_CONTEXT_KERNEL - 1) // 2
         h, w = params.shape[2], params.shape[3]
         channels = self.entropy_parameters[-1].out_channels // 2
-        y_hat = params.new_zeros((len(y_strings), channels, h + 2 * pad, w + 2 * pad))
-        serial = JointAutoregressiveHierarchicalPriors._decompress_ar
-        for i, string in enumerate(y_strings):
-            serial(self, string, y_hat[i : i + 1], params[i : i + 1], h, w, _CONTEXT_KERNEL, pad)
-        return F.pad(y_hat, (-pad, -pad, -pad, -pad))
+        y_hat = params.new_zeros((1, channels, h + 2 * pad, w + 2 * pad))
+        decoder = CheckedRansDecoder(string, CdfTables.of(self.gaussian_conditional))
+        symbols = []
+        for r in range(h):
+            for c in range(w):
+                scales, means = self._context_params(y_hat, params, r, c)
+                values = decoder.decode(self.gaussian_conditional.build_indexes(scales))
+                symbols.append(values)
+                q = torch.from_numpy(values).to(y_hat.dtype).reshape(means.shape)
+                y_hat[:, :, r + pad, c + pad] = q + means
+        decoder.finish()
+        return F.pad(y_hat, (-pad, -pad, -pad, -pad)), np.concatenate(symbols)
 
 
 class CompressAIBackbone(ComposedCodec):

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
 from .layers import SWAtten
+from .rans import CdfTables, CheckedRansDecoder, symbols_crc
 
 __all__ = [
     "ste_round",
@@ -197,31 +199,40 @@ class EncodeStep:
             strings.append(encoder.flush())
         return strings
 
+    def crc(self, b: int, start: int = 0) -> int:
+        """CRC-32 of image ``b``'s symbols (see :func:`symbols_crc`)."""
+        return symbols_crc(self.symbols[b], start)
+
 
 class DecodeStep:
-    """Decompression: read each slice's symbols back from the per-image rANS streams."""
+    """Decompression: read each slice's symbols back from the per-image rANS streams, with
+    the bounds-checked decoder (:mod:`lae_vbr.models.rans`)."""
 
     def __init__(self, strings: Sequence[bytes], gaussian: GaussianConditional) -> None:
         self.gaussian = gaussian
-        self.cdf = gaussian.quantized_cdf.tolist()
-        self.cdf_lengths = gaussian.cdf_length.reshape(-1).int().tolist()
-        self.offsets = gaussian.offset.reshape(-1).int().tolist()
-        self.decoders = []
-        for s in strings:
-            decoder = RansDecoder()
-            decoder.set_stream(s)
-            self.decoders.append(decoder)
+        tables = CdfTables.of(gaussian)
+        self.decoders = [CheckedRansDecoder(s, tables) for s in strings]
+        self.symbols: list[list[np.ndarray]] = [[] for _ in strings]
 
     def __call__(self, i: int, mu: Tensor, scale: Tensor) -> Tensor:
         index = self.gaussian.build_indexes(scale)
         rows = []
         for b, decoder in enumerate(self.decoders):
-            values = decoder.decode_stream(
-                index[b].reshape(-1).tolist(), self.cdf, self.cdf_lengths, self.offsets
-            )
-            rows.append(torch.tensor(values, dtype=mu.dtype).reshape(mu.shape[1:]))
+            values = decoder.decode(index[b])
+            self.symbols[b].append(values)
+            rows.append(torch.from_numpy(values).to(mu.dtype).reshape(mu.shape[1:]))
         symbols = torch.stack(rows).to(mu.device)
         return self.gaussian.dequantize(symbols, mu)
+
+    def finish(self) -> None:
+        """StreamError unless every stream was read to its end (a damaged stream usually
+        is not)."""
+        for decoder in self.decoders:
+            decoder.finish()
+
+    def crc(self, b: int, start: int = 0) -> int:
+        """CRC-32 of image ``b``'s decoded symbols (see :func:`symbols_crc`)."""
+        return symbols_crc(self.symbols[b], start)
 
 
 def run_slices(

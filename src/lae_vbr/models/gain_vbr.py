@@ -23,19 +23,29 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from compressai.models import JointAutoregressiveHierarchicalPriors
 from compressai.registry import MODELS
 from torch import Tensor, nn
 
 from .composed import LearnedCodec, Shape, Strings
 from .compressai_backbone import CompressAIBackbone
 from .padding import crop_image, pad_image
-from .rate import LambdaIndex, interpolate_log_linear
+from .rans import use_checked_decoding
+from .rate import LambdaIndex, RateError, interpolate_log_linear
 from .state_dict import flatten_child_keys, register_entropy_buffer_resizing
 
 __all__ = ["GainVariableRate"]
 
 #: CompressAI's code path with the gain and offsets (stage 1 is the plain fixed-rate model).
 _VBR_STAGE = 2
+
+
+def _check_arithmetic(arithmetic: str) -> None:
+    if arithmetic != "float32":
+        raise RateError(
+            "the gain-based peer codes inside CompressAI's model, in float32 only "
+            f"(asked for {arithmetic})"
+        )
 
 
 class GainVariableRate(LearnedCodec):
@@ -48,12 +58,20 @@ class GainVariableRate(LearnedCodec):
     """
 
     pad_multiple = CompressAIBackbone.pad_multiple
+    #: How it can code: CompressAI's float32 entropy parameters (no reproducibility check).
+    arithmetics = ("float32",)
 
     def __init__(self, architecture: str, lmbdas: Sequence[float], **kwargs: Any) -> None:
         super().__init__(self.pad_multiple, len(lmbdas))
         model = MODELS[architecture](**kwargs) if architecture in MODELS else None
         if not hasattr(model, "Gain"):
             raise TypeError(f"{architecture} is not a CompressAI variable-rate (-vbr) model")
+        if isinstance(model, JointAutoregressiveHierarchicalPriors):
+            raise TypeError(
+                f"{architecture} decodes with CompressAI's unchecked serial decoder; the gain "
+                "peer supports bmshj2018-hyperprior-vbr and mbt2018-mean-vbr"
+            )
+        use_checked_decoding(model)
         flatten_child_keys(self, "model")
         register_entropy_buffer_resizing(self)
         self.architecture = architecture
@@ -121,7 +139,11 @@ class GainVariableRate(LearnedCodec):
             "lmbda_idx": lmbda,
         }
 
-    def compress(self, x: Tensor, lmbda_idx: LambdaIndex | None = None) -> dict:
+    def compress(
+        self, x: Tensor, lmbda_idx: LambdaIndex | None = None, arithmetic: str = "float32"
+    ) -> dict:
+        """CompressAI's coding at the λ's gain; float32 only (see :attr:`arithmetics`)."""
+        _check_arithmetic(arithmetic)
         padded = pad_image(x, self.pad_multiple)
         lmbda, groups = self._by_lambda(
             lmbda_idx, x.shape[0], lambda sel, args: self.model.compress(padded[sel], **args)
@@ -130,11 +152,21 @@ class GainVariableRate(LearnedCodec):
         for sel, out in groups:
             for pos, i in enumerate(sel.tolist()):
                 strings[0][i], strings[1][i] = out["strings"][0][pos], out["strings"][1][pos]
-        return {"strings": strings, "shape": tuple(x.shape[-2:]), "lmbda_idx": lmbda}
+        return {
+            "strings": strings,
+            "shape": tuple(x.shape[-2:]),
+            "lmbda_idx": lmbda,
+            "arithmetic": "float32",
+        }
 
     def decompress(
-        self, strings: Strings, shape: Shape, lmbda_idx: LambdaIndex | None = None
+        self,
+        strings: Strings,
+        shape: Shape,
+        lmbda_idx: LambdaIndex | None = None,
+        arithmetic: str = "float32",
     ) -> dict:
+        _check_arithmetic(arithmetic)
         height, width = (int(v) for v in shape)
         z_shape = self.z_shape(height, width)
 

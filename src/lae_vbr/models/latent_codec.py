@@ -15,10 +15,11 @@ hyperprior models have theirs in :mod:`lae_vbr.models.compressai_backbone`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Protocol
 
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+import torch
 from compressai.layers import (
     ResidualBlockUpsample,
     ResidualBlockWithStride,
@@ -37,8 +38,16 @@ from .entropy import (
     ste_round,
 )
 from .layers import ConvTransBlock
+from .rans import CheckedEntropyBottleneck, CheckedGaussianConditional, bottleneck_crcs
 
-__all__ = ["LatentCodec", "TCMLatentCodec"]
+__all__ = ["ARITHMETIC", "DEFAULT_ARITHMETIC", "LatentCodec", "TCMLatentCodec", "in_arithmetic"]
+
+#: How a latent codec computes while coding: everything that decides a symbol's CDF index or
+#: the mean it is coded around (hyper-synthesis, slice transforms, LRP) runs in this type.
+#: float64 makes the decoder's values equal the encoder's (see docs/bitstream.md); float32 is
+#: how files of format version 1 were written.
+ARITHMETIC = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_ARITHMETIC = "float64"
 
 
 class LatentCodec(Protocol):
@@ -56,11 +65,14 @@ class LatentCodec(Protocol):
         ...
 
     def compress(self, y: Tensor, z: Tensor | None = None) -> dict:
-        """``{"strings": [y_strings, z_strings], "shape": z_shape}``."""
+        """``{"strings": [y_strings, z_strings], "shape": z_shape, "symbols_crc": [...]}``:
+        one CRC-32 of the coded symbols per image, to check a decode against."""
         ...
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
-        """``{"y_hat"}`` from ``[y_strings, z_strings]`` and z's (height, width)."""
+        """``{"y_hat", "symbols_crc"}`` from ``[y_strings, z_strings]`` and z's (height,
+        width); a stream that cannot be decoded raises
+        :class:`~lae_vbr.models.rans.StreamError`."""
         ...
 
 
@@ -106,7 +118,7 @@ class TCMLatentCodec(nn.Module):
         self.num_slices = num_slices
         self.max_support_slices = max_support_slices
         # First, as in the reference, so the flattened state-dict order starts with it.
-        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
+        self.entropy_bottleneck = CheckedEntropyBottleneck(hyper_channels)
         self.h_a = nn.Sequential(
             ResidualBlockWithStride(M, 2 * N, 2),
             *_hyper_stage(N, hyper_depths[0], hyper_head_dim, hyper_window_size),
@@ -127,7 +139,7 @@ class TCMLatentCodec(nn.Module):
         )
         for name, module in transforms.items():
             self.add_module(name, module)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = CheckedGaussianConditional(None)
 
     def hyper_analysis(self, y: Tensor) -> Tensor:
         return self.h_a(y)
@@ -152,7 +164,14 @@ class TCMLatentCodec(nn.Module):
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         step = EncodeStep(y, self.num_slices, self.gaussian_conditional)
         run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y.shape[-2:], step)
-        return {"strings": [step.flush(), z_strings], "shape": tuple(z.shape[-2:])}
+        crcs = [
+            step.crc(b, c) for b, c in enumerate(bottleneck_crcs(self.entropy_bottleneck, z_hat))
+        ]
+        return {
+            "strings": [step.flush(), z_strings],
+            "shape": tuple(z.shape[-2:]),
+            "symbols_crc": crcs,
+        }
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
         y_strings, z_strings = strings
@@ -160,4 +179,20 @@ class TCMLatentCodec(nn.Module):
         y_hw = (z_hat.shape[2] * 4, z_hat.shape[3] * 4)
         step = DecodeStep(y_strings, self.gaussian_conditional)
         y_hat = run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y_hw, step)
-        return {"y_hat": y_hat}
+        step.finish()
+        crcs = [
+            step.crc(b, c) for b, c in enumerate(bottleneck_crcs(self.entropy_bottleneck, z_hat))
+        ]
+        return {"y_hat": y_hat, "symbols_crc": crcs}
+
+
+def in_arithmetic(latent_codec: nn.Module, arithmetic: str) -> nn.Module:
+    """``latent_codec`` computing in ``arithmetic``: itself for float32, else a converted copy
+    made for this call (the weights are float32 values, exact in float64; the model is not
+    changed)."""
+    if arithmetic not in ARITHMETIC:
+        raise ValueError(f"unknown arithmetic {arithmetic!r}; use one of {sorted(ARITHMETIC)}")
+    dtype = ARITHMETIC[arithmetic]
+    if all(p.dtype == dtype for p in latent_codec.parameters()):
+        return latent_codec
+    return copy.deepcopy(latent_codec).to(dtype)

@@ -1,0 +1,188 @@
+"""Entropy decoding that no input can break: a bounds-checked rANS decoder and the entropy
+models that use it.
+
+CompressAI's ``RansDecoder`` trusts its input: a damaged or crafted stream makes it read past
+its buffer (undefined behaviour) or loop for as long as the garbage says. The decoder of
+:mod:`lae_vbr.models._rans` (C, built with the package) implements the same algorithm and
+constants, so it decodes every stream CompressAI's encoder writes to the same symbols, but it
+checks every read against the end of the stream, every table index against the tables and
+every escape length against what an int32 holds, and raises ``ValueError`` otherwise. Its
+loops are bounded by the stream's length and the symbol count, so a decode always ends.
+
+:class:`CheckedEntropyBottleneck` and :class:`CheckedGaussianConditional` are CompressAI's
+entropy models with ``decompress`` running on it (same parameters, buffers and state-dict
+keys); :func:`use_checked_decoding` gives CompressAI's own models the same.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
+from torch import Tensor, nn
+
+from lae_vbr.errors import LaeVbrError
+
+from . import _rans
+
+__all__ = [
+    "CdfTables",
+    "CheckedEntropyBottleneck",
+    "CheckedGaussianConditional",
+    "CheckedRansDecoder",
+    "StreamError",
+    "bottleneck_crcs",
+    "tables_crc",
+    "symbols_crc",
+    "use_checked_decoding",
+]
+
+#: Probabilities are 16-bit: every table ends at 1 << 16.
+_PRECISION = 16
+
+
+class StreamError(LaeVbrError):
+    """An entropy-coded stream that cannot be decoded (damaged, truncated or crafted)."""
+
+
+@dataclass(frozen=True)
+class CdfTables:
+    """An entropy model's quantised CDF tables, checked once, as the decoder reads them."""
+
+    cdfs: np.ndarray  # int32, rows × width, C-contiguous
+    sizes: np.ndarray  # int32, entries used per row
+    offsets: np.ndarray  # int32, value of each row's first symbol
+
+    @classmethod
+    def of(cls, model: EntropyModel) -> CdfTables:
+        """The tables of ``model`` (after ``update()``); ValueError unless each is a valid
+        16-bit CDF (0 … 65536, strictly increasing)."""
+        cdfs = np.ascontiguousarray(model._quantized_cdf.detach().cpu().numpy(), np.int32)
+        sizes = np.ascontiguousarray(model._cdf_length.detach().cpu().reshape(-1), np.int32)
+        offsets = np.ascontiguousarray(model._offset.detach().cpu().reshape(-1), np.int32)
+        if cdfs.ndim != 2 or not (len(sizes) == len(offsets) == len(cdfs) > 0):
+            raise ValueError("the entropy model has no CDF tables; call update() first")
+        width = cdfs.shape[1]
+        for row, size in zip(cdfs, sizes, strict=True):
+            used = row[: int(size)]
+            if not (2 <= size <= width and used[0] == 0 and used[-1] == 1 << _PRECISION):
+                raise ValueError("an entropy model's CDF table is not a 16-bit CDF")
+            if np.any(np.diff(used) <= 0):
+                raise ValueError("an entropy model's CDF table is not strictly increasing")
+        return cls(cdfs, sizes, offsets)
+
+    def digest(self) -> int:
+        """CRC-32 of the tables: two models code alike only if theirs are equal."""
+        crc = zlib.crc32(self.cdfs.astype("<i4").tobytes())
+        crc = zlib.crc32(self.sizes.astype("<i4").tobytes(), crc)
+        return zlib.crc32(self.offsets.astype("<i4").tobytes(), crc)
+
+
+class CheckedRansDecoder:
+    """Decodes one rANS stream in order, in as many calls as needed (e.g. slice by slice)."""
+
+    def __init__(self, stream: bytes, tables: CdfTables) -> None:
+        self.stream = bytes(stream)
+        self.tables = tables
+        try:
+            self.pos, self.state = _rans.init(self.stream)
+        except ValueError as err:
+            raise StreamError(str(err)) from None
+
+    def decode(self, indexes: np.ndarray | Tensor) -> np.ndarray:
+        """The next ``len(indexes)`` values, each coded with table ``indexes[i]``."""
+        if isinstance(indexes, Tensor):
+            indexes = indexes.detach().cpu().numpy()
+        idx = np.ascontiguousarray(np.asarray(indexes).reshape(-1), np.int32)
+        out = np.empty_like(idx)
+        t = self.tables
+        try:
+            self.pos, self.state = _rans.decode(
+                self.stream, self.pos, self.state, idx, t.cdfs, t.cdfs.shape[1], t.sizes,
+                t.offsets, out,
+            )  # fmt: skip
+        except ValueError as err:
+            raise StreamError(str(err)) from None
+        return out
+
+    def finish(self) -> None:
+        """StreamError unless the stream was read to its end: the encoder writes exactly
+        what its symbols need, so leftover words mean a damaged or foreign stream."""
+        if self.pos * 4 != len(self.stream):
+            unread = len(self.stream) - 4 * self.pos
+            raise StreamError(f"{unread} bytes of the rANS stream were left unread")
+
+
+class _CheckedDecoding(EntropyModel):
+    """``EntropyModel.decompress`` on the bounds-checked decoder (CompressAI's semantics)."""
+
+    def decompress(
+        self,
+        strings: Sequence[bytes],
+        indexes: Tensor,
+        dtype: torch.dtype = torch.float,
+        means: Tensor | None = None,
+    ) -> Tensor:
+        if not isinstance(strings, tuple | list) or len(strings) != indexes.size(0):
+            raise ValueError("one string per batch element is needed")
+        if indexes.dim() < 2 or (means is not None and means.shape[:2] != indexes.shape[:2]):
+            raise ValueError("invalid indexes or means for decompress")
+        tables = CdfTables.of(self)
+        outputs = torch.empty(indexes.shape, dtype=torch.int32)
+        for i, string in enumerate(strings):
+            decoder = CheckedRansDecoder(string, tables)
+            outputs[i] = torch.from_numpy(decoder.decode(indexes[i])).reshape(outputs[i].shape)
+            decoder.finish()
+        return self.dequantize(outputs.to(indexes.device), means, dtype)
+
+
+class CheckedEntropyBottleneck(EntropyBottleneck, _CheckedDecoding):
+    """CompressAI's EntropyBottleneck decoding with the bounds-checked decoder."""
+
+
+class CheckedGaussianConditional(GaussianConditional, _CheckedDecoding):
+    """CompressAI's GaussianConditional decoding with the bounds-checked decoder."""
+
+
+def use_checked_decoding(module: nn.Module) -> nn.Module:
+    """Give every entropy model inside ``module`` (e.g. a CompressAI zoo model) the checked
+    decoder: the instances become the checked subclasses, which add no state."""
+    upgrades = {
+        EntropyBottleneck: CheckedEntropyBottleneck,
+        GaussianConditional: CheckedGaussianConditional,
+    }
+    for sub in module.modules():
+        checked = upgrades.get(type(sub))
+        if checked is not None:
+            sub.__class__ = checked
+    return module
+
+
+def symbols_crc(parts: Iterable[Tensor | np.ndarray], crc: int = 0) -> int:
+    """CRC-32 of integer symbols (int32, little-endian, in order): what the encoder coded, to
+    compare with what a decoder read back."""
+    for part in parts:
+        array = part.detach().cpu().numpy() if isinstance(part, Tensor) else np.asarray(part)
+        crc = zlib.crc32(np.ascontiguousarray(array.reshape(-1), "<i4").tobytes(), crc)
+    return crc
+
+
+def bottleneck_crcs(bottleneck: EntropyBottleneck, z_hat: Tensor) -> list[int]:
+    """Per image, CRC-32 of the hyper-latent's symbols, ``round(z_hat − medians)``: the same
+    integers on the encoder (after its own decode of z) and on the decoder."""
+    symbols = torch.round(z_hat - bottleneck._get_medians().to(z_hat.dtype)).int()
+    return [symbols_crc([image]) for image in symbols]
+
+
+def tables_crc(module: nn.Module) -> int:
+    """CRC-32 of the CDF tables of every entropy model in ``module``, in module order: a file
+    records it, and a decoder with other tables (e.g. rebuilt on another machine) refuses it."""
+    crc = 0
+    for sub in module.modules():
+        if isinstance(sub, EntropyModel):
+            crc = zlib.crc32(CdfTables.of(sub).digest().to_bytes(4, "little"), crc)
+    return crc
