@@ -1,0 +1,120 @@
+"""The long fuzz run: damaged files through ``lae-vbr decompress``, none may break it.
+
+    python experiments/determinism/fuzz_decoder.py --cases 1200 \\
+        --image ../shared/data/kodak/kodim01.png --other ../shared/data/kodak/kodim02.png \\
+        --out experiments/determinism/fuzz.json
+
+Two valid files of the bundled demo model (top-left 256×256 crops of the images, so a case
+takes a fraction of a second) are damaged in every way ``tests/damage.py`` knows
+(truncations at every header field, bit flips, rewritten size and length fields, random bytes,
+spliced files, payload damage behind a recomputed CRC) and decompressed through the CLI's
+``main`` in this process (the model is loaded once, not per case), so a crash would end the
+run. Per case: the exit code (0: an image,
+1: a one-line error), stderr, and the time against a clean decode (an alarm stops any case at
+10× that: a hang). The peak resident memory of the run is recorded against a clean decode's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import random
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+import lae_vbr.codec.cli as cli_module  # noqa: E402
+from damage import damaged_files  # noqa: E402
+from lae_vbr.codec.cli import main as cli  # noqa: E402
+from lae_vbr.codec.image_codec import ImageCodec  # noqa: E402
+from lae_vbr.codec.images import read_image  # noqa: E402
+
+
+class HangError(Exception):
+    """A case ran past its time limit."""
+
+
+def _decompress(path: Path, png: Path, limit: float) -> tuple[int, str, float]:
+    def alarm(*_: object) -> None:
+        raise HangError
+
+    signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    err = io.StringIO()
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = cli(["decompress", str(path), str(png)])
+    except HangError:
+        code = -1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return code, err.getvalue(), time.perf_counter() - start
+
+
+def _reason(message: str) -> str:
+    """The kind of error, without the details that vary per case (sizes, byte counts)."""
+    text = message.removeprefix("lae-vbr: error: ")
+    return text.split(":")[0].split("(")[0].strip()
+
+
+def run(args: argparse.Namespace) -> dict:
+    codec = ImageCodec.load(None)
+    # lae-vbr decompress as it runs, with the model loaded once instead of per case
+    cli_module._load = lambda checkpoint: codec
+    crop = (slice(None), slice(None), slice(0, args.crop), slice(0, args.crop))
+    data = codec.encode(read_image(args.image)[crop], 2.5).to_bytes()
+    other = codec.encode(read_image(args.other)[crop], 1.0).to_bytes()
+    work = Path(tempfile.mkdtemp())
+    path, png = work / "case.lae", work / "case.png"
+    path.write_bytes(data)
+    clean = min(_decompress(path, png, 600)[2] for _ in range(2))
+    rss_clean = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cases = damaged_files(data, other, random.Random(args.seed))
+    rows, tally = [], Counter()
+    for _ in range(args.cases):
+        kind, bad = next(cases)
+        path.write_bytes(bad)
+        code, err, seconds = _decompress(path, png, 10 * clean)
+        lines = err.strip().splitlines()
+        rows.append({"kind": kind, "exit": code, "seconds": round(seconds, 4),
+                     "message": lines[-1] if lines else ""})  # fmt: skip
+        tally[(kind, {0: "decoded", 1: "refused", -1: "hang"}.get(code, f"exit {code}"))] += 1
+    return {
+        "clean_decode_s": clean,
+        "max_case_s": max(r["seconds"] for r in rows),
+        "tracebacks": sum("Traceback" in r["message"] for r in rows),
+        "multi_line_errors": sum(r["exit"] == 1 and "\n" in r["message"] for r in rows),
+        "peak_rss_mb_clean": rss_clean / 1024,
+        "peak_rss_mb_run": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "outcomes": {f"{k} {o}": n for (k, o), n in sorted(tally.items())},
+        "messages": dict(Counter(_reason(r["message"]) for r in rows if r["exit"] == 1)),
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1200)
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--other", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--crop", type=int, default=256, help="top-left crop of each image")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    result = {"command": " ".join(sys.argv), **run(args)}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
