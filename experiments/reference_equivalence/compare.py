@@ -65,9 +65,11 @@ def compare(ref_model, ours, x: torch.Tensor, variable_rate: bool) -> dict:
         ref_model.update()
         ours.update()
         lam = 3.0
-        ea, eb = ref_model.compress(x, *lam_args(lam)), ours.compress(x, *lam_args(lam))
+        # the reference computes its entropy parameters in float32: compare like with like
+        args = (*lam_args(lam), "float32") if variable_rate else (None, "float32")
+        ea, eb = ref_model.compress(x, *lam_args(lam)), ours.compress(x, *args)
         da = ref_model.decompress(ea["strings"], ea["shape"], *lam_args(lam))
-        db = ours.decompress(eb["strings"], eb["shape"], *lam_args(lam))
+        db = ours.decompress(eb["strings"], eb["shape"], *args)
     ya, yb = ea["strings"][0][0], eb["strings"][0][0]
     report["coding"] = {
         "lmbda_idx": lam if variable_rate else None,

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lae_vbr.models.composed import LearnedCodec
-from lae_vbr.models.rans import StreamError, tables_crc
+from lae_vbr.models.rans import StreamError, SymbolsMismatchError, tables_crc
 from lae_vbr.models.rate import index_of_value
 from lae_vbr.models.registry import LoadedCodec, load_codec
 from lae_vbr.models.state_dict import CheckpointError
@@ -182,16 +182,19 @@ class ImageCodec:
         self.check(stream)
         strings = [[stream.y_string], [stream.z_string]]
         size = (stream.height, stream.width)
+        check = {"symbols_crc": [stream.symbols_crc]} if stream.checked else {}
         try:
             with torch.inference_mode():
-                out = self.model.decompress(strings, size, stream.lmbda_idx, stream.arithmetic)
+                out = self.model.decompress(
+                    strings, size, stream.lmbda_idx, stream.arithmetic, **check
+                )
+        except SymbolsMismatchError as err:
+            raise DecodeError(
+                f"{err}: the file is damaged, or this decoder did not reproduce the encoder's "
+                "arithmetic"
+            ) from None
         except StreamError as err:
             raise DecodeError(f"the file's entropy-coded data is damaged: {err}") from None
-        if stream.checked and int(out["symbols_crc"][0]) != stream.symbols_crc:
-            raise DecodeError(
-                "the decoded symbols differ from the encoded ones (checksum mismatch): the "
-                "file is damaged, or this decoder did not reproduce the encoder's arithmetic"
-            )
         x_hat = out["x_hat"]
         if not torch.isfinite(x_hat).all():
             raise DecodeError("the decoded image is not finite; the streams are corrupt")

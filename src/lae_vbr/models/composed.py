@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .latent_codec import ARITHMETIC, DEFAULT_ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
+from .rans import SymbolsMismatchError
 from .rate import LambdaIndex, RateError, lmbda_input
 from .state_dict import flatten_child_keys, register_entropy_buffer_resizing
 
@@ -203,13 +204,19 @@ class ComposedCodec(LearnedCodec):
         shape: Shape,
         lmbda_idx: LambdaIndex | None = None,
         arithmetic: str = DEFAULT_ARITHMETIC,
+        symbols_crc: Sequence[int] | None = None,
     ) -> dict:
         """Decode ``[y_strings, z_strings]`` of images of size ``shape`` (height, width):
-        ``x_hat`` and ``symbols_crc`` (compare with the encoder's to detect a mismatch)."""
+        ``x_hat`` and ``symbols_crc`` of what was read. Given the encoder's ``symbols_crc``,
+        a mismatch raises :class:`~.rans.SymbolsMismatchError` before the synthesis runs."""
         height, width = (int(v) for v in shape)
         lmbda = self.lmbda_input(lmbda_idx, len(strings[0]))
         codec = in_arithmetic(self.latent_codec, arithmetic)
         decoded = codec.decompress(strings, self.z_shape(height, width))
+        if symbols_crc is not None and list(decoded["symbols_crc"]) != list(symbols_crc):
+            raise SymbolsMismatchError(
+                "the decoded symbols differ from the encoded ones (checksum mismatch)"
+            )
         y_hat = decoded["y_hat"].to(next(self.g_s.parameters()).dtype)
         x_hat = self.synthesis(y_hat, lmbda).clamp_(0, 1)
         return {"x_hat": crop_image(x_hat, height, width), "symbols_crc": decoded["symbols_crc"]}

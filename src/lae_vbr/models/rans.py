@@ -35,6 +35,7 @@ __all__ = [
     "CheckedGaussianConditional",
     "CheckedRansDecoder",
     "StreamError",
+    "SymbolsMismatchError",
     "bottleneck_crcs",
     "tables_crc",
     "symbols_crc",
@@ -47,6 +48,11 @@ _PRECISION = 16
 
 class StreamError(LaeVbrError):
     """An entropy-coded stream that cannot be decoded (damaged, truncated or crafted)."""
+
+
+class SymbolsMismatchError(StreamError):
+    """Decoded symbols whose checksum differs from the encoder's: a damaged stream, or a
+    decoder that did not reproduce the encoder's arithmetic."""
 
 
 @dataclass(frozen=True)
