@@ -17,11 +17,16 @@ from omegaconf import DictConfig
 from lae_vbr.codec.api import CodecError
 from lae_vbr.config import register_resolvers
 from lae_vbr.data import DataError
-from lae_vbr.evaluation import EvalError
+from lae_vbr.errors import LaeVbrError
 from lae_vbr.models.state_dict import CheckpointError
 
 register_resolvers()
 log = logging.getLogger("eval")
+
+#: Errors shown as one line. LaeVbrError covers every error of this package (EvalError and
+#: StudyError among them); CheckpointError, CodecError and DataError are listed until they
+#: derive from it too.
+ONE_LINE_ERRORS = (LaeVbrError, CheckpointError, CodecError, DataError, FileNotFoundError)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
@@ -29,7 +34,7 @@ def main(cfg: DictConfig) -> None:
     study = get_method(cfg.study._target_)
     try:
         study(cfg)
-    except (EvalError, CheckpointError, CodecError, DataError, FileNotFoundError) as err:
+    except ONE_LINE_ERRORS as err:
         log.error("%s", err)
         sys.exit(1)
 
