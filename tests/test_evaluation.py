@@ -1,5 +1,6 @@
-"""R-D evaluation: metric arithmetic, results files, BD-rate, classical codecs, and the
-``src/eval.py`` entry point end to end on Kodak crops with tiny codecs."""
+"""R-D evaluation: metric arithmetic, results files, BD-rate, classical codecs, the plain
+measure → summarise → write functions, and the ``src/eval.py`` entry point end to end on Kodak
+crops with tiny codecs."""
 
 from __future__ import annotations
 
@@ -19,21 +20,30 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from helpers import TINY_CFG, randomize_lae, tiny_cfg, tiny_tcm, tiny_vbr
+from helpers import TINY_CFG, randomize_lae, tiny_cfg, tiny_tcm, tiny_vbr, write_small_image
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.evaluation import (
+    BDSettings,
     EvalError,
+    Measured,
     RDCurve,
     bd_rate,
     codecs_from_config,
     curve_from_points,
     image_metrics,
+    load_test_images,
+    measure_classical,
+    measure_model,
     read_curve,
+    summarise_rd,
     summarize,
     write_curve,
+    write_rd,
 )
-from lae_vbr.evaluation.metrics import msssim_db, psnr_from_mse
+from lae_vbr.evaluation.coding import operating_points
+from lae_vbr.evaluation.metrics import msssim_db, psnr_from_mse_8bit
 from lae_vbr.evaluation.results import resolve_anchors
-from lae_vbr.models.registry import save_codec_bundle
+from lae_vbr.models.registry import PAPER_MSE_LMBDAS, LoadedCodec, save_codec_bundle
 from lae_vbr.paths import REPO_ROOT
 
 CROP = 176  # the smallest side MS-SSIM accepts
@@ -50,7 +60,7 @@ def test_mean_psnr_and_psnr_of_mean_mse_differ_as_expected() -> None:
     for offset in (1.0, 10.0):  # MSE 1 and 100
         m = image_metrics(*_offset_pair(offset))
         assert m["mse"] == pytest.approx(offset**2)
-        assert m["psnr"] == pytest.approx(psnr_from_mse(offset**2))
+        assert m["psnr"] == pytest.approx(psnr_from_mse_8bit(offset**2))
         rows.append({**m, "bpp": 1.0, "encoding_time": 0.1, "decoding_time": 0.2})
     avg = summarize(rows)
     per_image = [20 * math.log10(255 / 1), 20 * math.log10(255 / 10)]
@@ -161,6 +171,36 @@ def test_classical_sweep_rate_and_quality_grow_with_quality(shared: Path) -> Non
         assert "via Pillow" in codec.description()
     with pytest.raises(EvalError, match="cannot write"):
         codecs_from_config({"x": {"format": "NOPE", "qualities": [1]}})
+
+
+# -- measure → summarise → write, without Hydra ----------------------------------------------
+def test_rd_as_plain_functions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_vbr()
+    randomize_lae(model.modnet_ga, 0.5, seed=1)
+    codec = ImageCodec(LoadedCodec(model, list(PAPER_MSE_LMBDAS), "tiny"))
+    images = load_test_images(write_small_image(tmp_path / "images"))
+    points = operating_points(codec.loaded, [0, 5], 0.5)
+    rows = measure_model(codec, images, points, warmup=False)
+    assert [(r["lmbda_idx"], r["lmbda"]) for r in rows] == [(0.0, 0.0025), (5.0, 0.05)]
+    (jpeg,) = codecs_from_config({"jpeg": {"name": "JPEG", "format": "JPEG", "qualities": [30]}})
+    measured = [Measured("tiny", "in memory", "model", rows), measure_classical(jpeg, images)]
+
+    anchor = curve_from_points(
+        "anchor", "", [{"bpp": 0.1, "psnr-rgb": 5.0}, {"bpp": 9, "psnr-rgb": 60}]
+    )
+    report = summarise_rd(measured, [anchor], BDSettings(metrics=("psnr-rgb",)))
+    assert [c.name for c in report.curves] == ["tiny", "JPEG"]
+    assert [(r.test, r.anchor) for r in report.bd_rates] == [("tiny", "anchor"), ("JPEG", "anchor")]
+    assert [r["codec"] for r in report.rows] == ["tiny", "tiny", "JPEG"]
+    files = write_rd(report, tmp_path / "out", title="plain")
+    assert {p.relative_to(tmp_path / "out").as_posix() for p in files.values()} == {
+        "results/tiny.json", "results/jpeg.json", "per_image.csv", "per_image.json", "rd.png",
+        "bd_rate.md", "bd_rate.json",
+    }  # fmt: skip
+    assert read_curve(files["tiny"]).results["lmbda_idx"] == [0.0, 5.0]
+    with pytest.raises(EvalError, match=r"unknown bd_rate\.method 'nope'"):
+        BDSettings.from_config({"method": "nope"})
 
 
 # -- the entry point -----------------------------------------------------------------------

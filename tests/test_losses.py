@@ -51,7 +51,7 @@ def test_msssim_loss_uses_its_own_lambdas() -> None:
     expected = (torch.tensor([3.0, 64.0]) * (1 - terms["ms_ssim"]) + terms["bpp"]).mean()
     assert torch.allclose(terms["loss"], expected)
     assert (terms["ms_ssim"] > 0.5).all()
-    with pytest.raises(ValueError, match="at least 161"):
+    with pytest.raises(ValueError, match="at least 176"):
         loss(_output(x[..., :64, :64], 0.0), x[..., :64, :64], torch.tensor([0.0, 1.0]))
 
 

@@ -1,5 +1,6 @@
-"""The R-λ, rate-control and DLM studies through ``src/eval.py``, and the latent toy
-experiment through the training entry point, end to end with tiny models on Kodak crops."""
+"""The R-λ, rate-control and DLM studies through ``src/eval.py`` and as plain functions, and the
+latent toy experiment through the training entry point, end to end with tiny models on Kodak
+crops (a small synthetic image for the plain functions)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,24 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from helpers import tiny_cfg, tiny_tcm
+from helpers import tiny_cfg, tiny_tcm, write_noisy_ramp
+from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.codec.refine import RefineSchedule
 from lae_vbr.config import register_resolvers
-from lae_vbr.models.registry import save_codec_bundle
+from lae_vbr.evaluation import InputImage, load_test_images
+from lae_vbr.models.registry import PAPER_MSE_LMBDAS, LoadedCodec, save_codec_bundle
 from lae_vbr.paths import REPO_ROOT
+from lae_vbr.studies.common import StudyError
+from lae_vbr.studies.dlm import coding_points, measure_dlm, summarise_dlm, write_dlm
 from lae_vbr.studies.latent_toy import LatentToyModule
-from lae_vbr.studies.ratecontrol import METHODS
+from lae_vbr.studies.ratecontrol import (
+    METHODS,
+    measure_ratecontrol,
+    rate_control_methods,
+    summarise_ratecontrol,
+    write_ratecontrol,
+)
+from lae_vbr.studies.rlambda import measure_rlambda, summarise_rlambda, write_rlambda
 from lae_vbr.training import ConfigError, train
 from test_rate_control import scaling_vbr
 
@@ -68,7 +81,12 @@ def crops(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def vbr_model() -> torch.nn.Module:
+    return scaling_vbr(tiny_cfg())
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, vbr_model) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt")
     cfg = tiny_cfg()
     fixed_cfg = tiny_cfg(lae={"enabled": False})
@@ -78,7 +96,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         fixed_cfg["lmbda"]["values"] = [lmbda]
         fixed[lmbda] = save_codec_bundle(root / f"fixed_{lmbda}.pt", tiny_tcm(), fixed_cfg)
     return {
-        "vbr": save_codec_bundle(root / "vbr.pt", scaling_vbr(cfg), cfg),
+        "vbr": save_codec_bundle(root / "vbr.pt", vbr_model, cfg),
         "high": fixed[0.05],
         "low": fixed[0.0035],
     }
@@ -197,6 +215,69 @@ def test_study_bad_input_is_one_line_error(
         _run_study(overrides)
     assert exit_info.value.code == 1
     assert message in caplog.text and "Traceback" not in caplog.text
+
+
+# -- the studies as plain functions, without Hydra --------------------------------------------
+@pytest.fixture(scope="module")
+def vbr_codec(vbr_model, checkpoints) -> ImageCodec:
+    """The model of ``checkpoints["vbr"]`` (saved first), without loading it again."""
+    return ImageCodec(LoadedCodec(vbr_model, list(PAPER_MSE_LMBDAS), "tiny"))
+
+
+@pytest.fixture(scope="module")
+def small_images(tmp_path_factory: pytest.TempPathFactory) -> list[InputImage]:
+    folder = tmp_path_factory.mktemp("small")
+    write_noisy_ramp(folder / "ramp.png", 64, 64, noise=25, seed=0)
+    return load_test_images(folder)
+
+
+def test_rlambda_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
+    rows = measure_rlambda(vbr_codec, small_images, [0.0, 5.0])
+    assert [r["lmbda_idx"] for r in rows] == [0.0, 5.0] and rows[0]["pixels"] == 64 * 64
+    summary = summarise_rlambda(rows)
+    assert len(summary.fits) == 4  # one image × two rates × two slope modes
+    assert [(s["rate"], s["slope_mode"], s["images"]) for s in summary.by_rate] == [
+        ("file", "fixed", 1), ("file", "free", 1), ("streams", "fixed", 1), ("streams", "free", 1)
+    ]  # fmt: skip
+    files = write_rlambda(summary, rows, tmp_path, "tiny model", plot_images=1)
+    assert {p.name for p in files.values()} == {"rlambda.json", "rlambda.md", "rlambda.png"}
+    data = json.loads(files["json"].read_text())
+    assert list(data) == ["description", "summary", "fits", "rows"]
+    assert data["description"] == "tiny model" and data["rows"] == rows
+
+
+def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
+    methods = rate_control_methods(["ours", "bisection"], max_encodes=2)
+    rows = measure_ratecontrol(vbr_codec, small_images, methods, fractions=[0.5])
+    assert [r["method"] for r in rows] == ["ours", "bisection"]
+    low, high = rows[0]["image_range_bpp"]
+    assert rows[0]["target_bpp"] == pytest.approx((low + high) / 2) and rows[0]["in_range"]
+    summary = summarise_ratecontrol(rows)
+    assert [s["method"] for s in summary] == ["ours", "bisection"]
+    assert summary[0]["encodes_max"] <= 2 and summary[1]["encodes_max"] <= 2
+    files = write_ratecontrol(summary, rows, tmp_path)
+    assert list(json.loads(files["json"].read_text())) == ["description", "summary", "rows"]
+    with pytest.raises(StudyError, match="need a calibration"):
+        rate_control_methods(["ours", "global"])
+
+
+def test_dlm_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
+    assert coding_points(vbr_codec, [5, 0]) == [0.0, 5.0]
+    rows = measure_dlm(vbr_codec, small_images, [5.0], RefineSchedule(steps=1))
+    assert [(r["variant"], r["lmbda_idx"]) for r in rows] == [("plain", 5.0), ("refined", 5.0)]
+    assert rows[1]["steps_run"] <= 1 and rows[1]["loss_refined"] <= rows[1]["loss_plain"]
+    summary = summarise_dlm(rows, "tiny")
+    assert summary.curves["refined"].name == "tiny (refined)"
+    assert [p["lmbda_idx"] for p in summary.points["plain"]] == [5.0]
+    assert "at least 2 points" in summary.bd_rate["psnr-rgb"].note  # one point: no BD-rate
+    files = write_dlm(summary, rows, tmp_path)
+    assert {p.name for p in files.values()} == {"dlm.json", "dlm.md", "dlm.png"}
+    assert list(json.loads(files["json"].read_text())) == [
+        "description",
+        "bd_rate",
+        "curves",
+        "rows",
+    ]
 
 
 # -- the latent toy experiment -----------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The sweep summary: runs → evaluations (cached in the runs) → one plot and BD-rate table."""
+"""The sweep summary: runs → evaluations (cached in the runs) → one plot and BD-rate table,
+through Hydra and as plain functions."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -13,7 +15,8 @@ from omegaconf import open_dict
 
 from helpers import TINY_TCM, randomize_lae, tiny_cfg, tiny_tcm, tiny_vbr, write_small_image
 from lae_vbr.config import register_resolvers
-from lae_vbr.evaluation.summary import summarize
+from lae_vbr.evaluation import RDCurve, curve_from_points, write_curve
+from lae_vbr.evaluation.summary import find_runs, run_curve, summarize, sweep_curves
 from lae_vbr.models.registry import save_codec_bundle
 from lae_vbr.paths import REPO_ROOT
 
@@ -75,3 +78,36 @@ def test_summary_collects_every_run_into_one_plot_and_table(tmp_path: Path) -> N
     stamps = [p.stat().st_mtime_ns for p in cached]
     summarize(_summary_cfg(tmp_path / "out2", overrides))
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+def test_sweep_curves_as_plain_functions(tmp_path: Path) -> None:
+    """Runs found, evaluated by any function, cached, and fixed-rate runs merged: no Hydra, and
+    no coding (the checkpoints hold only the config the grouping reads)."""
+    sweep = tmp_path / "sweep"
+    configs = {"0_vbr": tiny_cfg()}
+    for n, value in enumerate((0.05, 0.0025), start=1):
+        fixed = tiny_cfg(lae={"enabled": False})
+        fixed["lmbda"]["values"] = [value]
+        configs[f"{n}_fixed_l{value}"] = fixed
+    for run, cfg in configs.items():
+        (sweep / run / "checkpoints").mkdir(parents=True)
+        torch.save({"hyper_parameters": {"cfg": cfg}}, sweep / run / "checkpoints" / "last.ckpt")
+    evaluated: list[Path] = []
+
+    def evaluate(checkpoint: Path, out_dir: Path) -> RDCurve:
+        evaluated.append(checkpoint)
+        name = checkpoint.parent.parent.name.split("_", 1)[1]
+        point = {"bpp": 0.1 * len(evaluated), "psnr-rgb": 30.0 + len(evaluated)}
+        curve = curve_from_points(name, "", [point])
+        write_curve(curve, out_dir / "results" / f"{name}.json")
+        return curve
+
+    runs = find_runs([str(sweep)])
+    assert [r.name for r in runs] == list(configs)
+    curves = sweep_curves(runs, "last.ckpt", lambda run: run_curve(run, "last.ckpt", evaluate))
+    assert [c.name for c in curves] == ["vbr", "fixed"]  # the two fixed-rate runs: one curve
+    assert curves[1].results["bpp"] == pytest.approx([0.2, 0.3])
+    again = sweep_curves(runs, "last.ckpt", lambda run: run_curve(run, "last.ckpt", evaluate))
+    assert len(evaluated) == 3 and [c.name for c in again] == ["vbr", "fixed"]  # cached
+    run_curve(runs[0], "last.ckpt", evaluate, reevaluate=True)
+    assert len(evaluated) == 4

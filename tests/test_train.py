@@ -207,7 +207,7 @@ def test_ddp_sim_two_processes(tmp_path: Path, small_val_dir: Path) -> None:
     [
         (["data.crop_size=200"], "does not suit"),
         (["lmbda.values=[0.05]"], "at least two λ values"),
-        (["lmbda=msssim", "data.crop_size=128"], "at least 161"),
+        (["lmbda=msssim", "data.crop_size=128"], "at least 176"),
         (["trainer.precision=16-mixed"], "fp16"),
     ],
 )

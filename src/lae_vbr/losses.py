@@ -12,14 +12,13 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from .models.rate import interpolate_log_linear
 
 __all__ = ["MIN_MSSSIM_SIDE", "RateDistortionLoss", "bits_per_pixel", "psnr_from_mse"]
 
-#: Smallest image side the 5-scale MS-SSIM (11×11 window) accepts.
-MIN_MSSSIM_SIDE = 161
+#: Smallest image side torchmetrics' 5-scale MS-SSIM (11×11 window) accepts (175 fails).
+MIN_MSSSIM_SIDE = 176
 
 
 def bits_per_pixel(likelihoods: Mapping[str, Tensor], num_pixels: int) -> Tensor:
@@ -33,12 +32,15 @@ def psnr_from_mse(mse: Tensor, data_range: float = 1.0) -> Tensor:
 
 
 def ms_ssim(x_hat: Tensor, target: Tensor) -> Tensor:
-    """Per-sample MS-SSIM (data range 1); images need sides of at least 161 pixels."""
+    """Per-sample MS-SSIM (data range 1); images need sides of at least MIN_MSSSIM_SIDE pixels."""
     if min(target.shape[-2:]) < MIN_MSSSIM_SIDE:
         raise ValueError(
             f"MS-SSIM needs images of at least {MIN_MSSSIM_SIDE}×{MIN_MSSSIM_SIDE}, "
             f"got {tuple(target.shape[-2:])}"
         )
+    # imported on first use: torchmetrics loads torchvision, which most callers never need
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
     return multiscale_structural_similarity_index_measure(
         x_hat.float(), target.float(), data_range=1.0, reduction="none"
     )

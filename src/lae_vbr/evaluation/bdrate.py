@@ -8,17 +8,32 @@ fraction is kept with every value so thin overlaps can be spotted in the table.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from os import PathLike
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-import bjontegaard
 import numpy as np
 
 from .results import EvalError, RDCurve
 
-__all__ = ["METHODS", "BDResult", "bd_rate", "bd_rate_table", "to_json", "to_markdown"]
+__all__ = [
+    "METHODS",
+    "BDResult",
+    "BDSettings",
+    "bd_rate",
+    "bd_rate_table",
+    "to_json",
+    "to_markdown",
+    "write_bd_rates",
+]
+
+log = logging.getLogger(__name__)
 
 METHODS = ("akima", "pchip", "cubic")
 _LABELS = {"psnr-rgb": "PSNR", "ms-ssim-rgb-db": "MS-SSIM (dB)", "ms-ssim-rgb": "MS-SSIM"}
@@ -35,6 +50,41 @@ class BDResult:
     method: str
     overlap: float | None  # shared quality range / union of the two ranges
     note: str = ""
+
+
+@dataclass(frozen=True)
+class BDSettings:
+    """How BD-rates are computed and flagged (the ``bd_rate`` node of ``conf/eval.yaml``)."""
+
+    metrics: tuple[str, ...] = ("psnr-rgb", "ms-ssim-rgb-db")
+    method: str = "akima"
+    min_overlap: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise EvalError(
+                f"unknown bd_rate.method '{self.method}' (choose from {', '.join(METHODS)})"
+            )
+
+    @classmethod
+    def from_config(
+        cls, node: Mapping[str, Any] | None, metrics: Sequence[str] | None = None
+    ) -> BDSettings:
+        """Settings from a config node; ``metrics`` is the default when it names none."""
+        node, default = node or {}, cls()
+        return cls(
+            tuple(node.get("metrics", metrics or default.metrics)),
+            str(node.get("method", default.method)),
+            float(node.get("min_overlap", default.min_overlap)),
+        )
+
+
+def _bjontegaard() -> ModuleType:
+    """The ``bjontegaard`` package, imported on first use: it loads SciPy (about a second),
+    which a run that fails on its inputs should not wait for."""
+    import bjontegaard
+
+    return bjontegaard
 
 
 def _points(curve: RDCurve, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -75,7 +125,7 @@ def bd_rate(
         result.note = "rate not increasing with quality"
     with warnings.catch_warnings():  # the overlap is reported instead of warned about
         warnings.simplefilter("ignore")
-        value = bjontegaard.bd_rate(
+        value = _bjontegaard().bd_rate(
             a[0], a[1], t[0], t[1], method=method, require_matching_points=False, min_overlap=0
         )
     result.bd_rate = float(value) if math.isfinite(value) else None
@@ -88,6 +138,7 @@ def bd_rate_table(
     metrics: Sequence[str] = ("psnr-rgb", "ms-ssim-rgb-db"),
     method: str = "akima",
 ) -> list[BDResult]:
+    """Every tested curve against every anchor (but itself), on every metric."""
     return [
         bd_rate(anchor, test, metric, method)
         for test in tests
@@ -110,7 +161,7 @@ def _cell(r: BDResult | None, min_overlap: float) -> str:
 def to_json(results: Sequence[BDResult], method: str, min_overlap: float) -> str:
     """The table as JSON, with the package version and method it was computed with."""
     payload = {
-        "package": f"bjontegaard {bjontegaard.__version__}",
+        "package": f"bjontegaard {_bjontegaard().__version__}",
         "method": method,
         "min_overlap": min_overlap,
         "results": [asdict(r) for r in results],
@@ -127,7 +178,7 @@ def to_markdown(results: Sequence[BDResult], min_overlap: float = 0.75) -> str:
         "# BD-rate",
         "",
         f"BD-rate in % against each anchor (negative = fewer bits at equal quality), from "
-        f"`bjontegaard` {bjontegaard.__version__} with `{method}` interpolation of log-rate "
+        f"`bjontegaard` {_bjontegaard().__version__} with `{method}` interpolation of log-rate "
         f"over quality, averaged over the quality range both curves cover.",
         f"† overlap of the quality ranges below {min_overlap:.0%}; "
         "‡ rate not increasing with quality.",
@@ -144,3 +195,17 @@ def to_markdown(results: Sequence[BDResult], min_overlap: float = 0.75) -> str:
             row = [_cell(cells.get((test, a)), min_overlap) for a in anchors]
             lines.append(f"| {test} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_bd_rates(
+    results: Sequence[BDResult], out_dir: str | PathLike, settings: BDSettings
+) -> dict[str, Path]:
+    """Write ``bd_rate.md`` and ``bd_rate.json`` to ``out_dir`` and log the table."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(results, settings.min_overlap)
+    files = {"bd_rate_md": out / "bd_rate.md", "bd_rate_json": out / "bd_rate.json"}
+    files["bd_rate_md"].write_text(markdown)
+    files["bd_rate_json"].write_text(to_json(results, settings.method, settings.min_overlap))
+    log.info("\n%s", markdown)
+    return files

@@ -55,6 +55,7 @@ class ClassicalCodec:
             raise EvalError(f"classical.{self.key}.qualities is empty")
 
     def description(self) -> str:
+        """How the curve was made (format, backend, versions, options), for its results file."""
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items()) or "defaults"
         backend = _backend(self.format)
         return f"{self.format} via {backend} (Pillow {PIL.__version__}; {opts}); bpp from file size"
@@ -71,7 +72,8 @@ class ClassicalCodec:
         with Image.open(io.BytesIO(data)) as decoded_img:
             decoded = np.asarray(decoded_img.convert("RGB"))
         decoded_t = time.perf_counter()
-        return decoded, len(data), encoded - start, decoded_t - start_dec
+        # a writable copy (Pillow's array is read-only), which torch converts without a warning
+        return decoded.copy(), len(data), encoded - start, decoded_t - start_dec
 
 
 def codecs_from_config(node: Mapping[str, Any] | None) -> list[ClassicalCodec]:

@@ -47,6 +47,7 @@ def send_to_loggers(
     bd_rates: Sequence[BDResult],
     plot: str | PathLike,
 ) -> None:
+    """Send an evaluation to every logger configured under ``logger`` (none: nothing)."""
     loggers = _instantiate(logger_cfg)
     if not loggers:
         return

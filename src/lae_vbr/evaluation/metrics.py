@@ -10,28 +10,24 @@ is the mean of per-image PSNRs.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.functional import mean_squared_error
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    peak_signal_noise_ratio,
-)
+
+from lae_vbr.losses import MIN_MSSSIM_SIDE
 
 __all__ = [
-    "MSSSIM_MIN_SIDE",
+    "average_by",
     "image_metrics",
     "msssim_db",
-    "psnr_from_mse",
+    "psnr_from_mse_8bit",
     "summarize",
     "to_8bit",
 ]
 
-#: Smallest image side MS-SSIM accepts (5 scales with an 11-pixel window); smaller → NaN.
-MSSSIM_MIN_SIDE = 176
 _PEAK = 255.0
 
 
@@ -47,17 +43,31 @@ def msssim_db(value: float) -> float:
     return math.inf if value >= 1 else -10.0 * math.log10(1.0 - value)
 
 
-def psnr_from_mse(mse: float, peak: float = _PEAK) -> float:
-    return math.inf if mse <= 0 else 10.0 * math.log10(peak * peak / mse)
+def psnr_from_mse_8bit(mse: float) -> float:
+    """PSNR (dB) of an MSE measured on 0..255 values, as a float; infinite when the MSE is 0.
+
+    Not :func:`lae_vbr.losses.psnr_from_mse`, which takes a tensor on the [0, 1] scale and
+    clamps the MSE for training logs: evaluation reports a lossless set as infinite PSNR,
+    as torchmetrics does for one image.
+    """
+    return math.inf if mse <= 0 else 10.0 * math.log10(_PEAK * _PEAK / mse)
 
 
 @torch.inference_mode()
 def image_metrics(reference: Tensor, decoded: Tensor) -> dict[str, float]:
     """MSE, PSNR (dB) and MS-SSIM (linear and dB) of one 8-bit image pair, shape (1, 3, H, W)."""
+    # imported on first use: torchmetrics loads torchvision (seconds), which a run that fails
+    # on its inputs (a missing checkpoint, an unknown anchor) should not wait for
+    from torchmetrics.functional import mean_squared_error
+    from torchmetrics.functional.image import (
+        multiscale_structural_similarity_index_measure,
+        peak_signal_noise_ratio,
+    )
+
     ref, rec = reference.double().contiguous(), decoded.double().contiguous()
     mse = float(mean_squared_error(rec, ref))
     psnr = float(peak_signal_noise_ratio(rec, ref, data_range=_PEAK))
-    if min(ref.shape[-2:]) >= MSSSIM_MIN_SIDE:
+    if min(ref.shape[-2:]) >= MIN_MSSSIM_SIDE:  # smaller: NaN
         # float32: as exact as needed here, and about 9× faster than float64 on CPU
         ms_ssim = float(
             multiscale_structural_similarity_index_measure(
@@ -88,7 +98,7 @@ def summarize(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     out = {
         "bpp": _mean(rows, "bpp"),
         "psnr-rgb": _mean(rows, "psnr"),
-        "psnr-rgb-mean-mse": psnr_from_mse(_mean(rows, "mse")),
+        "psnr-rgb-mean-mse": psnr_from_mse_8bit(_mean(rows, "mse")),
         "mse": _mean(rows, "mse"),
         "ms-ssim-rgb": ms_ssim,
         "ms-ssim-rgb-db": msssim_db(ms_ssim),
@@ -103,3 +113,14 @@ def summarize(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
         out["bpp-estimated"] = _mean(rows, "bpp_estimated")
         out["entropy-coding-overhead"] = real / estimated - 1.0 if estimated > 0 else math.nan
     return out
+
+
+def average_by(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """R-D points: rows grouped by ``keys`` (in first-seen order), each group summarized and
+    labelled with its key values, so every codec's points are averaged the same way."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    return [
+        {**summarize(group), **dict(zip(keys, key, strict=True))} for key, group in groups.items()
+    ]

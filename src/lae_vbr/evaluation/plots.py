@@ -1,18 +1,21 @@
-"""The R-D figure: PSNR and MS-SSIM (dB) against bpp, tested curves over the anchors."""
+"""Figures: the R-D figure (PSNR and MS-SSIM (dB) against bpp, tested curves over the anchors)
+and the one-panel line plot of the studies. Drawn without pyplot, so no global backend or
+figure state is touched."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
-
-import matplotlib
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from .results import RDCurve
 
-__all__ = ["rd_plot"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["rd_plot", "xy_plot"]
 
 _PANELS = (("psnr-rgb", "PSNR (dB)"), ("ms-ssim-rgb-db", "MS-SSIM (dB)"))
 _STYLE = {
@@ -20,6 +23,14 @@ _STYLE = {
     "classical": {"marker": "s", "markersize": 4, "linestyle": ":", "linewidth": 1.2},
     "anchor": {"marker": ".", "linestyle": "--", "linewidth": 1.0, "alpha": 0.8},
 }
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure without pyplot; matplotlib is imported here, on first use, so a run that fails
+    on its inputs does not wait for it."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=110)
 
 
 def _default_max_bpp(curves: Sequence[RDCurve]) -> float | None:
@@ -36,7 +47,9 @@ def rd_plot(
 ) -> Path:
     """Write the two-panel figure; points beyond ``max_bpp`` are left out so the axes fit."""
     max_bpp = max_bpp or _default_max_bpp(curves)
-    fig = Figure(figsize=(12, 5), dpi=110)  # no pyplot: no global backend or figure state
+    import matplotlib
+
+    fig = _figure((12, 5))
     axes = fig.subplots(1, 2)
     order = sorted(curves, key=lambda c: ("anchor", "classical", "model").index(c.kind))
     palette = matplotlib.colormaps["tab10"].colors
@@ -68,6 +81,34 @@ def rd_plot(
             ax.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def xy_plot(
+    series: Sequence[Mapping[str, Any]],
+    path: str | PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> Path:
+    """One panel of lines/points. Each series: ``x``, ``y``, ``label`` and optional matplotlib
+    style keys (``marker``, ``linestyle``, ``color``…)."""
+    fig = _figure((7, 5))
+    ax = fig.subplots()
+    for s in series:
+        style = {k: v for k, v in s.items() if k not in ("x", "y", "label")}
+        ax.plot(s["x"], s["y"], label=s.get("label"), **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if any(s.get("label") for s in series):
+        ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | PathLike) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from lae_vbr.errors import LaeVbrError
 
+from .files import plain, write_json
 from .metrics import msssim_db
 
 __all__ = [
@@ -56,18 +57,12 @@ class RDCurve:
         return None if values is None else [_as_float(v) for v in values]
 
     def to_json(self) -> dict[str, Any]:
-        results = {k: [_json_value(v) for v in vs] for k, vs in self.results.items()}
-        return {"name": self.name, "description": self.description, "results": results}
+        """The results-file content: name, description, results (NaN/inf as None)."""
+        return plain({"name": self.name, "description": self.description, "results": self.results})
 
 
 def _as_float(value: Any) -> float:
     return math.nan if value is None else float(value)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def curve_from_points(
@@ -81,11 +76,9 @@ def curve_from_points(
 
 
 def write_curve(curve: RDCurve, path: str | PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(curve.to_json(), indent=2, allow_nan=False) + "\n")
-    curve.path = path
-    return path
+    """Write ``curve`` as a CompressAI results file and remember where (``curve.path``)."""
+    curve.path = write_json(path, curve.to_json(), indent=2)
+    return curve.path
 
 
 def read_curve(path: str | PathLike, kind: str = "anchor") -> RDCurve:
@@ -139,6 +132,4 @@ def write_rows(rows: Sequence[Mapping[str, Any]], stem: str | PathLike) -> tuple
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    clean = [{k: _json_value(v) for k, v in r.items()} for r in rows]
-    json_path.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
-    return csv_path, json_path
+    return csv_path, write_json(json_path, rows)

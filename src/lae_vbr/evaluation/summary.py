@@ -8,38 +8,37 @@ with the settings of the ``rd`` study (test set, λ grid, device; the result is 
 curves in ``results/``. Fixed-rate runs of one model and distortion, e.g. the six runs of a
 ``fixed_tcm`` sweep, are merged into one curve. ``results=[glob, ...]`` adds results files of
 runs evaluated elsewhere.
+
+From Python: :func:`find_runs`, :func:`run_curve` (with any function that evaluates a
+checkpoint), :func:`sweep_curves`, then :func:`~.runner.write_rd`; :func:`summarize` is the
+Hydra adapter.
 """
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from .bdrate import bd_rate_table, to_json, to_markdown
-from .plots import rd_plot
-from .results import (
-    EvalError,
-    RDCurve,
-    curve_from_points,
-    read_curve,
-    resolve_anchors,
-    slug,
-    write_curve,
-)
-from .runner import evaluate
+from lae_vbr.models.registry import load_codec
 
-__all__ = ["find_runs", "merge_curves", "summarize"]
+from .bdrate import BDSettings, bd_rate_table
+from .inputs import InputImage, load_test_images
+from .results import EvalError, RDCurve, curve_from_points, read_curve, resolve_anchors
+from .runner import EvalReport, evaluate_with, write_rd
+
+__all__ = ["find_runs", "merge_curves", "run_curve", "summarize", "sweep_curves"]
 
 log = logging.getLogger(__name__)
+
+#: Evaluates a checkpoint into an output folder and returns its curve.
+Evaluator = Callable[[Path, Path], RDCurve]
 
 
 def _as_list(value: Any) -> list[str]:
@@ -64,29 +63,40 @@ def find_runs(roots: Sequence[str], checkpoint_name: str = "last.ckpt") -> list[
     return runs
 
 
-def _stored_config(path: Path) -> dict[str, Any]:
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return dict((obj.get("hyper_parameters") or {}).get("cfg") or {})
-
-
-def _evaluate_run(run: Path, cfg: DictConfig) -> RDCurve:
-    """The run's curve: ``<run>/eval/results/*.json`` if there is one, else measured now."""
+def run_curve(
+    run: Path, checkpoint_name: str, evaluate: Evaluator, reevaluate: bool = False
+) -> RDCurve:
+    """The run's curve: ``<run>/eval/results/*.json`` if there is exactly one (an earlier
+    evaluation; unless ``reevaluate``), else ``evaluate(checkpoint, <run>/eval)`` now."""
     cached = sorted((run / "eval" / "results").glob("*.json"))
-    if len(cached) == 1 and not cfg.get("reevaluate"):
+    if len(cached) == 1 and not reevaluate:
         log.info("%s: using %s", run.name, cached[0])
         return read_curve(cached[0], kind="model")
-    sub = copy.deepcopy(cfg)
-    with open_dict(sub):
-        sub.checkpoint = str(run / "checkpoints" / cfg.checkpoint_name)
-        sub.name = None
-        sub.classical = None
-        sub.anchors = []
-        sub.extra_anchors = []
-        sub.logger = None
-        sub.paths.output_dir = str(run / "eval")
     for old in cached:
         old.unlink()
-    return evaluate(sub).curves[0]
+    return evaluate(run / "checkpoints" / checkpoint_name, run / "eval")
+
+
+def _fixed_rate_key(checkpoint: Path) -> str | None:
+    """What fixed-rate runs of one model share (model config and distortion); None when the
+    run's model is variable-rate (asked of the model) or its checkpoint has no config."""
+    loaded = load_codec(checkpoint)
+    if loaded.variable_rate or not loaded.config:
+        return None
+    model = loaded.config.get("model") or {}
+    return json.dumps([model, loaded.config["lmbda"].get("distortion")], sort_keys=True)
+
+
+def sweep_curves(
+    runs: Sequence[Path], checkpoint_name: str, curve: Callable[[Path], RDCurve]
+) -> list[RDCurve]:
+    """``curve(run)`` of every run, fixed-rate runs of one model merged into one curve."""
+    curves: list[RDCurve] = []
+    fixed: dict[str, list[RDCurve]] = {}
+    for run in runs:
+        key = _fixed_rate_key(run / "checkpoints" / checkpoint_name)
+        (curves if key is None else fixed.setdefault(key, [])).append(curve(run))
+    return curves + [merge_curves(group) for group in fixed.values()]
 
 
 def merge_curves(curves: Sequence[RDCurve]) -> RDCurve:
@@ -102,51 +112,47 @@ def merge_curves(curves: Sequence[RDCurve]) -> RDCurve:
     return curve_from_points(name, description, points, "model")
 
 
-def summarize(cfg: DictConfig) -> dict[str, Path]:
-    """Evaluate (or reuse) every run, then plot and BD-rate all curves together."""
-    roots = _as_list(cfg.get("runs"))
-    patterns = _as_list(cfg.get("results"))
-    extra = [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
-    if patterns and not extra:
+def _evaluator(cfg: DictConfig) -> Evaluator:
+    """Evaluate one checkpoint as ``study=rd`` would with ``cfg``, without anchors, classical
+    codecs or loggers; the test images are read once, on first use."""
+    images: list[InputImage] = []
+
+    def evaluate(checkpoint: Path, out_dir: Path) -> RDCurve:
+        if not images:
+            images.extend(load_test_images(cfg.test_dir, cfg.get("max_images")))
+        return evaluate_with(cfg, images, out_dir, [checkpoint]).curves[0]
+
+    return evaluate
+
+
+def _results_files(value: Any) -> list[Path]:
+    patterns = _as_list(value)
+    found = [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
+    if patterns and not found:
         raise EvalError(f"results: nothing matches {patterns}")
-    runs = find_runs(roots, str(cfg.checkpoint_name))
+    return found
+
+
+def summarize(cfg: DictConfig) -> dict[str, Path]:
+    """The Hydra adapter of ``study=summary``: evaluate (or reuse) every run, then plot and
+    BD-rate all curves together."""
+    roots, checkpoint = _as_list(cfg.get("runs")), str(cfg.checkpoint_name)
+    extra = _results_files(cfg.get("results"))
+    runs = find_runs(roots, checkpoint)
     if not runs and not extra:
         raise EvalError("nothing to summarise: set runs=<sweep or run folders> or results=<glob>")
     anchors = resolve_anchors(
         cfg.get("anchors") or [], cfg.paths.anchors_dir, cfg.get("extra_anchors") or []
     )
-
-    curves: list[RDCurve] = []
-    fixed: dict[str, list[RDCurve]] = {}
-    for run in runs:
-        curve = _evaluate_run(run, cfg)
-        stored = _stored_config(run / "checkpoints" / cfg.checkpoint_name)
-        model = stored.get("model") or {}
-        if model and not (model.get("lae") or {}).get("enabled", False):
-            key = json.dumps([model, stored["lmbda"].get("distortion")], sort_keys=True)
-            fixed.setdefault(key, []).append(curve)
-        else:
-            curves.append(curve)
-    curves += [merge_curves(group) for group in fixed.values()]
+    bd = BDSettings.from_config(cfg.get("bd_rate"), metrics=("psnr-rgb",))
+    evaluate, again = _evaluator(cfg), bool(cfg.get("reevaluate"))
+    curves = sweep_curves(runs, checkpoint, lambda run: run_curve(run, checkpoint, evaluate, again))
     curves += [read_curve(p, kind="model") for p in extra]
     if len({c.name for c in curves}) < len(curves):
         raise EvalError(f"two curves share a name: {[c.name for c in curves]}")
-
-    out = Path(cfg.paths.output_dir)
-    files = {c.name: write_curve(c, out / "results" / f"{slug(c.name)}.json") for c in curves}
-    plot_cfg = cfg.get("plot") or {}
+    table = bd_rate_table(curves, [*curves, *anchors], bd.metrics, bd.method)
     title = f"{len(curves)} curves from {', '.join(Path(r).name for r in roots) or 'results'}"
-    files["plot"] = rd_plot([*anchors, *curves], out / "rd.png", plot_cfg.get("max_bpp"), title)
-    bd_cfg = cfg.get("bd_rate") or {}
-    metrics = list(bd_cfg.get("metrics", ["psnr-rgb"]))
-    method = str(bd_cfg.get("method", "akima"))
-    table = bd_rate_table(curves, [*curves, *anchors], metrics, method)
-    min_overlap = float(bd_cfg.get("min_overlap", 0.75))
-    markdown = to_markdown(table, min_overlap)
-    files["bd_rate_md"] = out / "bd_rate.md"
-    files["bd_rate_md"].write_text(markdown)
-    files["bd_rate_json"] = out / "bd_rate.json"
-    files["bd_rate_json"].write_text(to_json(table, method, min_overlap))
-    log.info("\n%s", markdown)
-    log.info("summary of %d runs: %s", len(runs), out)
+    max_bpp = (cfg.get("plot") or {}).get("max_bpp")
+    files = write_rd(EvalReport(curves, anchors, table), cfg.paths.output_dir, bd, max_bpp, title)
+    log.info("summary of %d runs: %s", len(runs), cfg.paths.output_dir)
     return files

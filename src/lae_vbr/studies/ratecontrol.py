@@ -3,7 +3,7 @@
 ``python src/eval.py study=ratecontrol checkpoint=PATH [max_images=N]``
 
 Every method returns the real file (header included) closest to the target among the encodes it
-made; the error is (R − R_target) / R_target of that file. Methods:
+made; the error is (R − R_target) / R_target of that file. Methods (:mod:`.baselines`):
 
 * ``ours``: the R-λ model (:func:`~lae_vbr.codec.rate_control.encode_to_bpp`), first encode at
   the middle λ index, 2 encodes; ``ours_global_start``: the same, first encode where the global
@@ -17,174 +17,122 @@ made; the error is (R − R_target) / R_target of that file. Methods:
 
 Targets are either absolute (``study.targets``) or, by default, fractions of each image's own
 range between its rate at the lowest and at the highest λ index, so every target is reachable.
+
+From Python: ``rows = measure_ratecontrol(codec, images, rate_control_methods([...]))``,
+``summary = summarise_ratecontrol(rows)``, ``write_ratecontrol(summary, rows, out_dir)``;
+:func:`run` is the Hydra adapter.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from torch import Tensor
 
-from lae_vbr.codec.container import to_float32
 from lae_vbr.codec.image_codec import ImageCodec
-from lae_vbr.codec.rate_control import (
-    Attempt,
-    RateControlResult,
-    RateControlWarning,
-    check_target_bpp,
-    encode_to_bpp,
-)
-from lae_vbr.codec.rate_model import RateModel, fit_line
+from lae_vbr.codec.rate_control import RateControlWarning, check_target_bpp
 from lae_vbr.evaluation.coding import lambda_grid
-from lae_vbr.models.rate import index_of_value as lmbda_to_index
-from lae_vbr.models.rate import value_of_index as index_to_lmbda
+from lae_vbr.evaluation.files import markdown_table
+from lae_vbr.evaluation.inputs import InputImage, load_test_images, torch_threads
 
-from .common import (
-    StudyError,
-    load_images,
-    load_study_codec,
-    markdown_table,
-    study_threads,
-    write_json,
+from .baselines import (
+    CALIBRATED,
+    METHODS,
+    Calibration,
+    Method,
+    bisection,
+    check_methods,
+    hyperbolic,
+    rate_control_methods,
 )
+from .common import study_inputs, write_record
 
-__all__ = ["METHODS", "Calibration", "bisection", "hyperbolic", "run"]
+__all__ = [
+    "METHODS",
+    "TARGET_FRACTIONS",
+    "Calibration",
+    "bisection",
+    "hyperbolic",
+    "measure_ratecontrol",
+    "rate_control_methods",
+    "run",
+    "summarise_ratecontrol",
+    "write_ratecontrol",
+]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Calibration:
-    """What a model does on average, from calibration images coded over a λ grid: the mean
-    bpp per λ index (the global curve, inverted by log-linear interpolation) and the median
-    slope of real bits against Σ log₂ m (for ``ours_calibrated``)."""
-
-    indices: np.ndarray
-    bpp: np.ndarray
-    slope: float
-
-    @classmethod
-    def measure(
-        cls, codec: ImageCodec, images: Sequence[Tensor], grid: Sequence[float]
-    ) -> Calibration:
-        rates, slopes = [], []
-        for x in images:
-            bits = [8.0 * codec.encode(x, idx).num_bytes for idx in grid]
-            s_bits = RateModel(codec.model, x).log2_mask_sum(grid)
-            slopes.append(fit_line(s_bits, bits, slope=None).slope)
-            rates.append(np.asarray(bits) / (x.shape[-2] * x.shape[-1]))
-        return cls(np.asarray(grid, float), np.mean(rates, axis=0), float(np.median(slopes)))
-
-    def index_for(self, target_bpp: float) -> float:
-        """λ index whose mean rate is ``target_bpp`` (clamped to the grid's ends)."""
-        order = np.argsort(self.bpp)  # np.interp needs increasing x
-        logs = np.log(self.bpp[order])
-        idx = np.interp(math.log(target_bpp), logs, self.indices[order])
-        return to_float32(float(idx))
+#: Default targets: these fractions of each image's range of rates.
+TARGET_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def _single(codec: ImageCodec, x: Tensor, target: float, idx: float) -> RateControlResult:
-    began = time.perf_counter()
-    result = RateControlResult(target, [Attempt(to_float32(idx), codec.encode(x, idx))])
-    result.seconds = time.perf_counter() - began
-    return result
+def _image_rows(
+    codec: ImageCodec,
+    image: InputImage,
+    methods: Mapping[str, Method],
+    targets: Sequence[float] | None,
+    fractions: Sequence[float],
+) -> list[dict[str, Any]]:
+    x = image.x
+    low = codec.encode(x, 0.0).bpp
+    high = codec.encode(x, float(codec.max_index)).bpp
+    rows = []
+    for target in targets or [low + float(q) * (high - low) for q in fractions]:
+        for name, method in methods.items():
+            result = method(codec, x, target)
+            rows.append(
+                {
+                    "image": image.name,
+                    "target_bpp": target,
+                    "method": name,
+                    "bpp": result.bpp,
+                    "rel_error": result.relative_error,
+                    "lmbda_idx": result.lmbda_idx,
+                    "encodes": result.encodes,
+                    "seconds": result.seconds,
+                    "image_range_bpp": [low, high],
+                    "in_range": low <= target <= high,
+                }
+            )
+    return rows
 
 
-def hyperbolic(
-    codec: ImageCodec, x: Tensor, target: float, fit_at: Sequence[float] = (1.0, 4.0)
-) -> RateControlResult:
-    """R = α·λ^β through two encodes at ``fit_at`` λ indices, solved for λ, then encoded."""
-    began = time.perf_counter()
-    result = RateControlResult(target)
-    for idx in fit_at:
-        result.attempts.append(Attempt(to_float32(idx), codec.encode(x, idx)))
-    (la, ra), (lb, rb) = (
-        (index_to_lmbda(codec.lmbdas, a.lmbda_idx), a.bpp) for a in result.attempts
-    )
-    beta = math.log(rb / ra) / math.log(lb / la)
-    lmbda = math.exp(math.log(la) + math.log(target / ra) / beta) if beta > 0 else la
-    lmbda = min(max(lmbda, min(codec.lmbdas)), max(codec.lmbdas))
-    idx = to_float32(lmbda_to_index(codec.lmbdas, lmbda))
-    if all(a.lmbda_idx != idx for a in result.attempts):
-        result.attempts.append(Attempt(idx, codec.encode(x, idx)))
-    result.seconds = time.perf_counter() - began
-    return result
+def measure_ratecontrol(
+    codec: ImageCodec,
+    images: Sequence[InputImage],
+    methods: Mapping[str, Method],
+    targets: Sequence[float] | None = None,
+    fractions: Sequence[float] = TARGET_FRACTIONS,
+) -> list[dict[str, Any]]:
+    """Run every method on every (image, target); one row per run with the rate reached, the
+    relative error and the encodes and time it took. Targets: ``targets`` (bpp) when given,
+    else ``fractions`` of each image's range, its rates at the first and last λ index."""
+    targets = [check_target_bpp(t) for t in targets] if targets else None
+    rows: list[dict[str, Any]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RateControlWarning)  # clamps are recorded per row
+        for image in images:
+            mine = _image_rows(codec, image, methods, targets, fractions)
+            rows += mine
+            ours = [abs(r["rel_error"]) for r in mine if r["method"] == "ours"]
+            if ours:
+                low, high = mine[0]["image_range_bpp"]
+                log.info("%s: range %.4f–%.4f bpp, ours max error %.2f %%", image.name, low,
+                         high, 100 * max(ours))  # fmt: skip
+    return rows
 
 
-def bisection(
-    codec: ImageCodec, x: Tensor, target: float, tolerance: float = 0.005, max_encodes: int = 12
-) -> RateControlResult:
-    """Bisection on the λ index with a real encode per step (rate grows with the index)."""
-    began = time.perf_counter()
-    result = RateControlResult(target)
-    lo, hi = 0.0, float(codec.max_index)
-    for _ in range(max_encodes):
-        idx = to_float32(0.5 * (lo + hi))
-        stream = codec.encode(x, idx)
-        result.attempts.append(Attempt(idx, stream))
-        if abs(stream.bpp / target - 1) <= tolerance:
-            break
-        lo, hi = (idx, hi) if stream.bpp < target else (lo, idx)
-    result.seconds = time.perf_counter() - began
-    return result
-
-
-Method = Callable[[ImageCodec, Tensor, float], RateControlResult]
-
-
-def _methods(cfg: DictConfig, curve: Calibration | None) -> dict[str, Method]:
-    study = cfg.study
-    bis = study.get("bisection") or {}
-    fit_at = tuple(float(v) for v in study.get("hyperbolic_fit_at", (1.0, 4.0)))
-    table: dict[str, Method] = {
-        "ours": lambda c, x, t: encode_to_bpp(c, x, t, max_encodes=2),
-        "ours_3": lambda c, x, t: encode_to_bpp(c, x, t, max_encodes=3),
-        "hyperbolic": lambda c, x, t: hyperbolic(c, x, t, fit_at),
-        "bisection": lambda c, x, t: bisection(
-            c, x, t, float(bis.get("tolerance", 0.005)), int(bis.get("max_encodes", 12))
-        ),
-    }
-    if curve is not None:
-        table["global"] = lambda c, x, t: _single(c, x, t, curve.index_for(t))
-        table["ours_global_start"] = lambda c, x, t: encode_to_bpp(
-            c, x, t, max_encodes=2, start=curve.index_for(t)
-        )
-        table["ours_calibrated"] = lambda c, x, t: encode_to_bpp(
-            c, x, t, max_encodes=2, slope=curve.slope
-        )
-    return {m: table[m] for m in study.methods}
-
-
-#: Every method the study knows, in table order.
-METHODS = (
-    "ours",
-    "ours_global_start",
-    "ours_calibrated",
-    "ours_3",
-    "global",
-    "hyperbolic",
-    "bisection",
-)
-
-
-def _targets(study: DictConfig, low: float, high: float) -> list[float]:
-    if study.get("targets"):
-        return [check_target_bpp(t) for t in study.targets]
-    return [low + float(q) * (high - low) for q in study.target_fractions]
-
-
-def _summary(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
+def summarise_ratecontrol(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method (in the rows' order), over the targets inside each image's range: the
+    relative errors, how often within 1 % and 3 %, the encodes and the time."""
     out = []
-    for m in methods:
+    for m in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == m and r["in_range"]]
         if not group:
             continue
@@ -224,77 +172,74 @@ def _format(summary: list[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run every method on every (image, target); write ``ratecontrol.json`` and ``.md``."""
+def write_ratecontrol(
+    summary: list[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | PathLike,
+    description: str = "",
+    calibration: Calibration | None = None,
+) -> dict[str, Path]:
+    """Write ``ratecontrol.json`` (description, summary, rows, the calibration used) and
+    ``ratecontrol.md`` (the table)."""
+    payload: dict[str, Any] = {"summary": summary, "rows": list(rows)}
+    if calibration is not None:
+        payload["calibration"] = {
+            "lmbda_idx": calibration.indices,
+            "bpp": calibration.bpp,
+            "median_slope": calibration.slope,
+        }
+    body = _format(summary)
+    return write_record(out_dir, "ratecontrol", "Rate control", description, body, payload)
+
+
+def _calibration(study: DictConfig, codec: ImageCodec) -> Calibration | None:
+    """The global curve from ``study.calibration`` when a chosen method needs it."""
+    if not CALIBRATED & set(study.methods):
+        return None
+    cal = study.calibration
+    images = load_test_images(cal.dir, cal.get("max_images"))
+    grid = lambda_grid(codec.max_index + 1, None, float(cal.get("lmbda_step", 0.5)))
+    log.info("global curve: %d calibration images from %s", len(images), cal.dir)
+    return Calibration.measure(codec, [im.x for im in images], grid)
+
+
+def _description(cfg: DictConfig, about: str, threads: int, calibrated: bool) -> str:
     study = cfg.study
-    unknown = [m for m in study.methods if m not in METHODS]
-    if unknown:
-        raise StudyError(f"unknown rate-control methods {unknown} (choose from {list(METHODS)})")
-    if study.get("targets"):
-        _targets(study, 0.0, 0.0)  # checks them before anything is loaded
-    codec = load_study_codec(cfg)
-    images = load_images(cfg.test_dir, cfg.get("max_images"))
-    out = Path(cfg.paths.output_dir)
-    cal = study.get("calibration") or {}
-    with study_threads(cfg) as threads, warnings.catch_warnings():
-        warnings.simplefilter("ignore", RateControlWarning)  # clamps are recorded per row
-        curve = None
-        needs_curve = {"global", "ours_global_start", "ours_calibrated"} & set(study.methods)
-        if needs_curve:
-            cal_images = load_images(cal["dir"], cal.get("max_images"))
-            grid = lambda_grid(codec.max_index + 1, None, float(cal.get("lmbda_step", 0.5)))
-            log.info("global curve: %d calibration images from %s", len(cal_images), cal["dir"])
-            curve = Calibration.measure(codec, [im.x for im in cal_images], grid)
-        methods = _methods(cfg, curve)
-        rows: list[dict[str, Any]] = []
-        for image in images:
-            low = codec.encode(image.x, 0.0).bpp
-            high = codec.encode(image.x, float(codec.max_index)).bpp
-            for target in _targets(study, low, high):
-                for name, method in methods.items():
-                    result = method(codec, image.x, target)
-                    rows.append(
-                        {
-                            "image": image.name,
-                            "target_bpp": target,
-                            "method": name,
-                            "bpp": result.bpp,
-                            "rel_error": result.relative_error,
-                            "lmbda_idx": result.lmbda_idx,
-                            "encodes": result.encodes,
-                            "seconds": result.seconds,
-                            "image_range_bpp": [low, high],
-                            "in_range": low <= target <= high,
-                        }
-                    )
-            done = [r for r in rows if r["image"] == image.name and r["method"] == "ours"]
-            if done:
-                worst = max(abs(r["rel_error"]) for r in done)
-                log.info("%s: range %.4f–%.4f bpp, ours max error %.2f %%", image.name, low,
-                         high, 100 * worst)  # fmt: skip
-    summary = _summary(rows, list(methods))
-    table = _format(summary)
-    described_targets = (
+    targets = (
         f"targets {list(study.targets)} bpp"
         if study.get("targets")
         else f"targets at fractions {list(study.target_fractions)} of each image's range"
     )
-    description = (
-        f"rate control with {cfg.checkpoint} ({codec.id}) on {len(images)} images of "
-        f"{cfg.test_dir}; {described_targets}; rate = whole file (header included); errors "
+    text = (
+        f"rate control with {about}; {targets}; rate = whole file (header included); errors "
         f"over targets inside the image's range; {threads} CPU threads"
     )
-    if curve is not None:
-        description += f"; global curve from {cal['dir']} (first {cal.get('max_images')} images)"
-    payload = {"description": description, "summary": summary, "rows": rows}
-    if curve is not None:
-        payload["calibration"] = {
-            "lmbda_idx": curve.indices,
-            "bpp": curve.bpp,
-            "median_slope": curve.slope,
-        }
-    write_json(out / "ratecontrol.json", payload)
-    (out / "ratecontrol.md").write_text(f"# Rate control\n\n{description}\n\n{table}")
-    log.info("\n%s", table)
-    log.info("results: %s", out)
-    return payload
+    if calibrated:
+        cal = study.calibration
+        text += f"; global curve from {cal.dir} (first {cal.get('max_images')} images)"
+    return text
+
+
+def run(cfg: DictConfig) -> dict[str, Path]:
+    """The Hydra adapter of ``study=ratecontrol``: measure, summarise, write."""
+    study = cfg.study
+    check_methods(list(study.methods))
+    targets = [check_target_bpp(t) for t in study.targets] if study.get("targets") else None
+    inputs = study_inputs(cfg)
+    bis = study.get("bisection") or {}
+    with torch_threads(cfg.get("num_threads")) as threads:
+        calibration = _calibration(study, inputs.codec)
+        methods = rate_control_methods(
+            list(study.methods),
+            calibration,
+            study.get("hyperbolic_fit_at", (1.0, 4.0)),
+            float(bis.get("tolerance", 0.005)),
+            int(bis.get("max_encodes", 12)),
+        )
+        rows = measure_ratecontrol(
+            inputs.codec, inputs.images, methods, targets, study.target_fractions
+        )
+    description = _description(cfg, inputs.about, threads, calibration is not None)
+    return write_ratecontrol(
+        summarise_ratecontrol(rows), rows, inputs.out_dir, description, calibration
+    )

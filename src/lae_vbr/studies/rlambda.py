@@ -7,44 +7,88 @@ Every test image is coded for real at each index of a dense λ grid; beside each
 LAE. Per image and rate, a line ``R = a·S + C`` is fitted with a = 1 (the theory) and with a
 free slope; R², mean and maximum absolute error of the predicted bpp are reported, with a plot
 of real rate against Σ log₂ m for a few images.
+
+From Python: ``rows = measure_rlambda(codec, images, grid)``, ``summary =
+summarise_rlambda(rows)``, ``write_rlambda(summary, rows, out_dir)``; :func:`run` is the
+Hydra adapter.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
+from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.rate_model import RateModel, fit_line
 from lae_vbr.evaluation.coding import lambda_grid
+from lae_vbr.evaluation.files import markdown_table
+from lae_vbr.evaluation.inputs import InputImage, torch_threads
+from lae_vbr.evaluation.plots import xy_plot
 
-from .common import (
-    load_images,
-    load_study_codec,
-    markdown_table,
-    study_threads,
-    write_json,
-    xy_plot,
-)
+from .common import StudyError, study_inputs, write_record
 
-__all__ = ["RATES", "run", "summarize_fits"]
+__all__ = [
+    "RATES",
+    "RLambdaSummary",
+    "fit_image",
+    "measure_rlambda",
+    "run",
+    "summarise_rlambda",
+    "summarize_fits",
+    "write_rlambda",
+]
 
 log = logging.getLogger(__name__)
 
 #: The two rates fitted: the whole file (what rate control targets) and the entropy-coded
 #: y+z streams (the convention of published R-D curves).
 RATES = {"file": "bits_file", "streams": "bits_streams"}
+_SLOPES = {"fixed": 1.0, "free": None}
 
 
-def _fit_rows(name: str, rows: list[dict[str, Any]], pixels: int) -> list[dict[str, Any]]:
+def measure_rlambda(
+    codec: ImageCodec, images: Sequence[InputImage], grid: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Code every image at every λ index of ``grid`` for real; one row per (image, index)
+    with the file's and the streams' bits beside Σ log₂ m, the model's rate predictor."""
+    if not codec.variable_rate:
+        raise StudyError(f"the R-λ study needs a variable-rate model; {codec.id} is fixed-rate")
+    rows: list[dict[str, Any]] = []
+    for image in images:
+        x = image.x
+        s_bits = RateModel(codec.model, x).log2_mask_sum(grid)
+        for idx, s in zip(grid, s_bits, strict=True):
+            stream = codec.encode(x, idx)
+            rows.append(
+                {
+                    "image": image.name,
+                    "lmbda_idx": float(idx),
+                    "pixels": image.num_pixels,
+                    "log2_mask_sum": float(s),
+                    "bits_file": 8 * stream.num_bytes,
+                    "bits_streams": 8 * (len(stream.y_string) + len(stream.z_string)),
+                }
+            )
+        log.info("%s: coded at %d λ indices", image.name, len(grid))
+    return rows
+
+
+def fit_image(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One image's lines ``bits = slope·S + C`` per rate, slope 1 and free; C and errors in
+    bpp, so images of any size compare."""
+    name, pixels = rows[0]["image"], rows[0]["pixels"]
     s = np.array([r["log2_mask_sum"] for r in rows])
     fits = []
     for rate, key in RATES.items():
         bits = np.array([r[key] for r in rows], float)
-        for mode, slope in (("fixed", 1.0), ("free", None)):
+        for mode, slope in _SLOPES.items():
             fit = fit_line(s, bits, slope)
             err = np.abs(fit.residuals)
             fits.append(
@@ -70,7 +114,7 @@ def summarize_fits(fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per rate and slope mode: R² over images, errors over every (image, λ) point."""
     out = []
     for rate in RATES:
-        for mode in ("fixed", "free"):
+        for mode in _SLOPES:
             group = [f for f in fits if f["rate"] == rate and f["slope_mode"] == mode]
             abs_err = np.concatenate([f["abs_err_bpp"] for f in group])
             rel_err = np.concatenate([f["rel_err"] for f in group])
@@ -94,7 +138,27 @@ def summarize_fits(fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], names: list[str], path: Path):
+@dataclass
+class RLambdaSummary:
+    """The fitted lines per image (``fits``) and their errors over all images (``by_rate``)."""
+
+    fits: list[dict[str, Any]]
+    by_rate: list[dict[str, Any]]
+
+
+def summarise_rlambda(rows: Sequence[dict[str, Any]]) -> RLambdaSummary:
+    """Fit every image's rows (:func:`fit_image`) and summarize the fits."""
+    names = list(dict.fromkeys(r["image"] for r in rows))
+    fits = [f for name in names for f in fit_image([r for r in rows if r["image"] == name])]
+    for f in fits:
+        if f["rate"] == "file" and f["slope_mode"] == "fixed":
+            log.info("%s: C = %.4f bpp, R² = %.4f (slope 1)", f["image"], f["C_bpp"], f["r2"])
+    return RLambdaSummary(fits, summarize_fits(fits))
+
+
+def _plot(
+    rows: Sequence[dict[str, Any]], fits: list[dict[str, Any]], names: list[str], path: Path
+) -> Path:
     series = []
     for i, name in enumerate(names):
         color = f"C{i % 10}"
@@ -143,50 +207,33 @@ def _format(summary: list[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Measure, fit, and write ``rlambda.json``, ``rlambda.md`` and ``rlambda.png``."""
-    codec = load_study_codec(cfg)
-    study = cfg.study
-    grid = lambda_grid(codec.max_index + 1, study.get("lmbda_grid"), float(study.lmbda_step))
-    images = load_images(cfg.test_dir, cfg.get("max_images"))
-    out = Path(cfg.paths.output_dir)
-    log.info("R-λ study: %d images × %d λ indices; outputs in %s", len(images), len(grid), out)
-    rows: list[dict[str, Any]] = []
-    fits: list[dict[str, Any]] = []
-    with study_threads(cfg) as threads:
-        for image in images:
-            s_bits = RateModel(codec.model, image.x).log2_mask_sum(grid)
-            mine = []
-            for idx, s in zip(grid, s_bits, strict=True):
-                stream = codec.encode(image.x, idx)
-                mine.append(
-                    {
-                        "image": image.name,
-                        "lmbda_idx": float(idx),
-                        "pixels": image.num_pixels,
-                        "log2_mask_sum": float(s),
-                        "bits_file": 8 * stream.num_bytes,
-                        "bits_streams": 8 * (len(stream.y_string) + len(stream.z_string)),
-                    }
-                )
-            rows += mine
-            fits += _fit_rows(image.name, mine, image.num_pixels)
-            fixed = next(f for f in fits[-4:] if f["rate"] == "file" and f["slope_mode"] == "fixed")
-            log.info(
-                "%s: C = %.4f bpp, R² = %.4f (slope 1)", image.name, fixed["C_bpp"], fixed["r2"]
-            )
-    summary = summarize_fits(fits)
-    table = _format(summary)
-    names = [im.name for im in images[: int(study.get("plot_images", 4))]]
-    plot = _plot(rows, fits, names, out / "rlambda.png")
+def write_rlambda(
+    summary: RLambdaSummary,
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | PathLike,
+    description: str = "",
+    plot_images: int = 4,
+) -> dict[str, Path]:
+    """Write ``rlambda.json`` (description, summary, fits, rows), ``rlambda.md`` (the table)
+    and ``rlambda.png`` (the first ``plot_images`` images' points and lines)."""
+    names = list(dict.fromkeys(r["image"] for r in rows))[:plot_images]
+    png = _plot(rows, summary.fits, names, Path(out_dir) / "rlambda.png")
+    payload = {"summary": summary.by_rate, "fits": summary.fits, "rows": list(rows)}
+    body = _format(summary.by_rate)
+    files = write_record(out_dir, "rlambda", "R-λ model", description, body, payload)
+    return {**files, "png": png}
+
+
+def run(cfg: DictConfig) -> dict[str, Path]:
+    """The Hydra adapter of ``study=rlambda``: measure, summarise, write."""
+    study, inputs = cfg.study, study_inputs(cfg)
+    grid = lambda_grid(inputs.codec.max_index + 1, study.get("lmbda_grid"), float(study.lmbda_step))
+    log.info("R-λ study: %d images × %d λ indices", len(inputs.images), len(grid))
+    with torch_threads(cfg.get("num_threads")) as threads:
+        rows = measure_rlambda(inputs.codec, inputs.images, grid)
     description = (
-        f"R-λ study of {cfg.checkpoint} ({codec.id}) on {len(images)} images of {cfg.test_dir}, "
-        f"λ indices {grid}; real rate: whole file (header included) and y+z streams; "
-        f"{threads} CPU threads"
+        f"R-λ study of {inputs.about}, λ indices {grid}; real rate: whole file (header "
+        f"included) and y+z streams; {threads} CPU threads"
     )
-    payload = {"description": description, "summary": summary, "fits": fits, "rows": rows}
-    write_json(out / "rlambda.json", payload)
-    (out / "rlambda.md").write_text(f"# R-λ model\n\n{description}\n\n{table}")
-    log.info("\n%s", table)
-    log.info("results: %s (plot %s)", out, plot)
-    return payload
+    summary = summarise_rlambda(rows)
+    return write_rlambda(summary, rows, inputs.out_dir, description, study.get("plot_images", 4))
