@@ -81,17 +81,16 @@ def test_summary_collects_every_run_into_one_plot_and_table(tmp_path: Path) -> N
 
 
 def test_sweep_curves_as_plain_functions(tmp_path: Path) -> None:
-    """Runs found, evaluated by any function, cached, and fixed-rate runs merged: no Hydra, and
-    no coding (the checkpoints hold only the config the grouping reads)."""
+    """Runs found, evaluated by any function, cached, and fixed-rate runs merged (whether a
+    run is fixed-rate is asked of its model): no Hydra, and no coding."""
     sweep = tmp_path / "sweep"
-    configs = {"0_vbr": tiny_cfg()}
+    configs = {"0_vbr": (tiny_cfg(), tiny_vbr())}
     for n, value in enumerate((0.05, 0.0025), start=1):
         fixed = tiny_cfg(lae={"enabled": False})
         fixed["lmbda"]["values"] = [value]
-        configs[f"{n}_fixed_l{value}"] = fixed
-    for run, cfg in configs.items():
-        (sweep / run / "checkpoints").mkdir(parents=True)
-        torch.save({"hyper_parameters": {"cfg": cfg}}, sweep / run / "checkpoints" / "last.ckpt")
+        configs[f"{n}_fixed_l{value}"] = (fixed, tiny_tcm())
+    for run, (cfg, model) in configs.items():
+        save_codec_bundle(sweep / run / "checkpoints" / "last.ckpt", model, cfg)
     evaluated: list[Path] = []
 
     def evaluate(checkpoint: Path, out_dir: Path) -> RDCurve:
