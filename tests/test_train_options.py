@@ -130,22 +130,33 @@ def test_accumulation_clipping_and_ema(tmp_path: Path) -> None:
 
 
 def test_compile_wraps_the_forward_but_not_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
+    class Compiled:
+        """Stands in for torch.compile's wrapper, which has no truth value."""
 
-    def fake_compile(model: torch.nn.Module, **options: object) -> torch.nn.Module:
-        calls.append(options)
-        return model
+        def __init__(self, model: torch.nn.Module, **options: object) -> None:
+            self.model, self.options, self.calls = model, options, 0
 
-    monkeypatch.setattr(torch, "compile", fake_compile)
+        def __len__(self) -> int:
+            raise TypeError("no len()")
+
+        def __call__(self, *args: object) -> dict:
+            self.calls += 1
+            return self.model(*args)
+
+    monkeypatch.setattr(torch, "compile", Compiled)
     cfg = {**tiny_cfg(), "loss": {"_target_": "lae_vbr.losses.RateDistortionLoss",
            "lmbdas": list(PAPER_MSE_LMBDAS)}, "compile": {"mode": "reduce-overhead"}}  # fmt: skip
     module = CompressionModule(cfg)
     keys = set(module.state_dict())
     module.setup("fit")
+    compiled = module._compiled
     module.setup("validate")
-    assert calls == [{"mode": "reduce-overhead"}]
-    assert module._compiled is module.model and "_compiled" not in dict(module.named_children())
-    assert set(module.state_dict()) == keys
+    assert module._compiled is compiled and compiled.options == {"mode": "reduce-overhead"}
+    with torch.no_grad():
+        out = module(torch.rand(1, 3, 64, 64), torch.tensor([1.0]))
+    assert compiled.calls == 1 and out["x_hat"].shape == (1, 3, 64, 64)
+    assert "_compiled" not in dict(module.named_children())
+    assert set(module.state_dict()) == keys  # checkpoints keep plain keys
 
 
 # -- small pieces ------------------------------------------------------------------------------

@@ -79,7 +79,9 @@ class CompressionModule(LightningModule):
 
     # -- model calls --------------------------------------------------------------------
     def forward(self, x: Tensor, lmbda_idx: Tensor | float | None = None) -> dict:
-        return (self._compiled or self.model)(x, lmbda_idx)
+        # `is not None`: a compiled module has no truth value (its __len__ raises)
+        model = self._compiled if self._compiled is not None else self.model
+        return model(x, lmbda_idx)
 
     def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:
         """Additional named loss terms; subclasses (e.g. the LAE warm-up stage) add theirs."""

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, open_dict
 
 from .config import ConfigError, to_container
@@ -259,6 +259,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         results = trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    _finish(loggers)
+    return metrics
+
+
+def _finish(loggers: list[Logger]) -> None:
+    """Finalise the loggers; a W&B run is finished here, not at interpreter exit, where it
+    would print its summary with colour codes into redirected logs and stay open across the
+    jobs of a multirun."""
     for logger in loggers:
         logger.finalize("success")
-    return metrics
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()

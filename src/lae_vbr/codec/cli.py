@@ -56,7 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_compress(commands)
 
+    dec = commands.add_parser("decompress", help="decode a compressed file to PNG")
+    dec.add_argument("input", type=Path, metavar="IN", help="compressed file ('-': stdin)")
+    dec.add_argument("output", type=Path, metavar="OUT", help="PNG to write (*.png, '-': stdout)")
+    _add_model_options(dec, "the checkpoint that compressed the file")
+    dec.set_defaults(run=_decompress)
+
+    info = commands.add_parser("info", help="describe a compressed file (no model needed)")
+    info.add_argument("input", type=Path, metavar="IN", help="compressed file ('-': stdin)")
+    info.add_argument("--json", action="store_true", help="print the fields as JSON")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _add_compress(commands: argparse._SubParsersAction) -> None:
     comp = commands.add_parser("compress", help="code an image (PNG/JPEG/WebP/PPM) to a file")
     comp.add_argument("input", type=Path, metavar="IN", help="image to compress ('-': stdin)")
     comp.add_argument("output", type=Path, metavar="OUT", help="file to write ('-': stdout)")
@@ -86,18 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
         "encoding, better rate-distortion; the decoder is unchanged; 20 = the paper's DLM)",
     )
     comp.set_defaults(run=_compress)
-
-    dec = commands.add_parser("decompress", help="decode a compressed file to PNG")
-    dec.add_argument("input", type=Path, metavar="IN", help="compressed file ('-': stdin)")
-    dec.add_argument("output", type=Path, metavar="OUT", help="PNG to write (*.png, '-': stdout)")
-    _add_model_options(dec, "the checkpoint that compressed the file")
-    dec.set_defaults(run=_decompress)
-
-    info = commands.add_parser("info", help="describe a compressed file (no model needed)")
-    info.add_argument("input", type=Path, metavar="IN", help="compressed file ('-': stdin)")
-    info.add_argument("--json", action="store_true", help="print the fields as JSON")
-    info.set_defaults(run=_info)
-    return parser
 
 
 def _count(minimum: int) -> Callable[[str], int]:
