@@ -1,4 +1,4 @@
-"""Evaluate codecs: ``python src/eval.py checkpoint=PATH [study=NAME] [key=value ...]``.
+"""Evaluate codecs: ``python src/eval.py ckpt_path=PATH [study=NAME] [key=value ...]``.
 
 The default study (``study=rd``) measures real bitstream rate, PSNR and MS-SSIM over a λ grid on
 a test set, classical codecs in the same run, an R-D plot and BD-rates against published anchors
@@ -14,7 +14,7 @@ import hydra
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from lae_vbr.config import register_resolvers
+from lae_vbr.config import register_resolvers, with_path_hint
 from lae_vbr.errors import LaeVbrError
 
 register_resolvers()
@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
     try:
         study(cfg)
     except (LaeVbrError, FileNotFoundError) as err:  # what to change, in one line
-        log.error("%s", err)
+        log.error("%s", with_path_hint(str(err), cfg))
         sys.exit(1)
 
 

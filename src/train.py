@@ -1,7 +1,7 @@
 """Train a codec: ``python src/train.py [experiment=vbr_tcm] [group=option ...] [key=value ...]``.
 
 Configs live in ``conf/`` (``conf/train.yaml`` is the root); see the README for the groups,
-multirun sweeps, DDP and W&B usage.
+multirun sweeps, hyper-parameter search, DDP and W&B usage.
 """
 
 from __future__ import annotations
@@ -12,23 +12,35 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lae_vbr.config import register_resolvers
+from lae_vbr.config import ConfigError, register_resolvers, with_path_hint
 from lae_vbr.errors import LaeVbrError
+from lae_vbr.extras import apply_extras
 from lae_vbr.training import train
 
 register_resolvers()
 log = logging.getLogger("train")
 
 
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The scalar a sweeper optimises: ``optimized_metric`` (default: the mean validation RD
+    loss, ``val/loss``); an explicitly chosen metric the run did not produce is an error."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return metrics.get("val/loss")
+    if name not in metrics:
+        available = ", ".join(sorted(metrics)) or "none"
+        raise ConfigError(f"optimized_metric={name} was not logged; the run logged: {available}")
+    return metrics[name]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg)
+        apply_extras(cfg)
+        return optimized_value(cfg, train(cfg))
     except LaeVbrError as err:  # a configuration, checkpoint or data problem: one line
-        log.error("%s", err)
+        log.error("%s", with_path_hint(str(err), cfg))
         sys.exit(1)
-    # A scalar for sweepers that optimise (e.g. Optuna): the mean validation RD loss.
-    return metrics.get("val/loss")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
 """Shared test fixtures.
 
-Tests that need ``../shared`` (the Kodak images, photos, reference fixtures, anchors) get it
-through the ``shared`` fixture. Locally they are skipped, with the reason shown, when it is
-absent; under ``CI=true`` they fail instead, so a CI run never passes without them.
+Tests that need ``../shared`` (or ``$LAE_VBR_SHARED``) get it through the ``shared`` fixture
+(Kodak and the published anchors) or ``helpers.require_shared`` (named parts). What
+``scripts/get_test_data.py`` downloads (Kodak, the published anchors) is public: locally a test
+is skipped, with the reason shown, when it is absent; under ``CI=true`` it fails instead, so a
+CI run never passes without it. The maintainers' extra material (the training photos, the
+reference-implementation fixtures) is not public: under ``CI=true`` it is required too,
+unless the run declares ``LAE_VBR_PUBLIC_DATA_ONLY=1`` (a fork's GitHub workflow without
+the archive); only then are its tests skipped, with the reason shown.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from lae_vbr.paths import shared_dir
+from helpers import PUBLIC_PARTS, require_shared
 
 # One intra-op thread: tests are small, and on a shared machine extra OpenMP threads spin
 # against other processes and slow everything down by an order of magnitude.
@@ -22,10 +26,4 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    root = shared_dir()
-    if not (root / "data").is_dir():
-        message = f"shared data folder not found at {root} (set LAE_VBR_SHARED)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return root
+    return require_shared(*PUBLIC_PARTS)

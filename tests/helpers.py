@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from lae_vbr.models import TCM, VariableRateCodec
 from lae_vbr.models.registry import PAPER_MSE_LMBDAS, save_codec_bundle
+from lae_vbr.paths import shared_dir
 
 #: The tiny TCM of ``conf/model/backbone/tcm_tiny.yaml`` (about 2 M parameters).
 TINY_TCM = {
@@ -95,3 +98,30 @@ def write_noisy_ramp(path: Path, height: int, width: int, noise: float, seed: in
     pixels = np.clip(ramp + rng.normal(0, noise, ramp.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
     return path
+
+
+#: Parts of the shared folder that scripts/get_test_data.py downloads.
+PUBLIC_PARTS = ("data/kodak", "anchors/kodak")
+#: Parts only the maintainers' archive (LAE_VBR_SHARED_URL) provides.
+PRIVATE_PARTS = ("data/photos", "fixtures/seed_reference")
+
+
+def require_shared(*parts: str) -> Path:
+    """The shared folder with every part in ``parts`` present; otherwise the test is skipped
+    or fails, as ``conftest.py`` describes."""
+    root = shared_dir()
+    missing = [part for part in parts if not (root / part).is_dir()]
+    if not missing:
+        return root
+    private = all(part in PRIVATE_PARTS for part in missing)
+    how = (
+        "the maintainers' archive (LAE_VBR_SHARED_URL)"
+        if private
+        else "python scripts/get_test_data.py, or set LAE_VBR_SHARED"
+    )
+    message = f"shared test material {', '.join(missing)} not found under {root} ({how})"
+    strict = os.environ.get("CI", "").lower() == "true"
+    public_only = private and os.environ.get("LAE_VBR_PUBLIC_DATA_ONLY") == "1"
+    if strict and not public_only:
+        pytest.fail(message)
+    pytest.skip(message)

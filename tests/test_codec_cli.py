@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import io
 import json
 import random
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,9 +67,11 @@ _REAL_LOAD = ImageCodec.load.__func__
 _LOADED: dict[str, ImageCodec] = {}
 
 
-def _load_once(cls: type[ImageCodec], checkpoint: Path | None = None) -> ImageCodec:
-    if checkpoint is None:  # the bundled demo model: never cached
-        return _REAL_LOAD(cls, checkpoint)
+def _load_once(
+    cls: type[ImageCodec], checkpoint: Path | None = None, device: object = None
+) -> ImageCodec:
+    if checkpoint is None or device is not None:  # the demo model, other devices: not cached
+        return _REAL_LOAD(cls, checkpoint, device)
     if str(checkpoint) not in _LOADED:
         _LOADED[str(checkpoint)] = _REAL_LOAD(cls, checkpoint)
     return _LOADED[str(checkpoint)]
@@ -389,3 +393,135 @@ def test_entry_point_runs_as_a_module(tmp_path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.startswith("lae-vbr: error: ") and "Traceback" not in done.stderr
+
+
+# -- command-line conveniences ------------------------------------------------------------------
+class _Pipe(io.TextIOWrapper):
+    """A non-terminal standard stream over bytes (what a shell pipe looks like)."""
+
+    def __init__(self, data: bytes = b"", tty: bool = False) -> None:
+        super().__init__(io.BytesIO(data), encoding="utf-8")
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_version_and_python_m_lae_vbr() -> None:
+    import lae_vbr
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lae_vbr", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"lae-vbr {lae_vbr.__version__}"
+
+
+def test_stdin_and_stdout(files, tmp_path, monkeypatch, capsys) -> None:
+    """'-' reads the input from stdin and writes the output to stdout; the summary line goes
+    to stderr then, and the bytes equal those of a file-to-file run."""
+    image = files["image"].read_bytes()
+    monkeypatch.setattr(sys, "stdin", _Pipe(image))
+    monkeypatch.setattr(sys, "stdout", out := _Pipe())
+    code = main(["compress", "-", "-", "--checkpoint", str(files["vbr"]), "--quality", "2"])
+    stream = out.buffer.getvalue()
+    assert code == 0 and "<stdin> -> <stdout>" in capsys.readouterr().err
+    on_disk = tmp_path / "a.lae"
+    monkeypatch.setattr(sys, "stdout", _Pipe())
+    main(["compress", str(files["image"]), str(on_disk), "--checkpoint", str(files["vbr"]),
+          "--quality", "2"])  # fmt: skip
+    assert stream == on_disk.read_bytes()
+
+    monkeypatch.setattr(sys, "stdin", _Pipe(stream))
+    monkeypatch.setattr(sys, "stdout", out := _Pipe())
+    assert main(["decompress", "-", "-", "--checkpoint", str(files["vbr"])]) == 0
+    assert Image.open(io.BytesIO(out.buffer.getvalue())).size == (70, 48)
+    monkeypatch.setattr(sys, "stdin", _Pipe(stream))
+    monkeypatch.setattr(sys, "stdout", out := _Pipe())
+    assert main(["info", "-", "--json"]) == 0
+    assert json.loads(_text(out))["file_bytes"] == len(stream)
+
+
+def test_binary_output_to_a_terminal_is_refused(files, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "stdout", _Pipe(tty=True))
+    code = main(["compress", str(files["image"]), "-", "--checkpoint", str(files["vbr"]),
+                 "--quality", "1"])  # fmt: skip
+    assert_one_line_error(code, capsys.readouterr().err, 2, "terminal")
+
+
+def test_rate_mistakes_are_reported_without_loading_the_model(
+    files, tmp_path, monkeypatch, capsys
+) -> None:
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ImageCodec, "load", classmethod(must_not_load))
+    out = tmp_path / "o.lae"
+    cases = [
+        (["--checkpoint", files["vbr"]], "'tiny' is variable-rate", "[0, 5]", "[0.0025, 0.05]"),
+        ([], "'lae-vbr-demo' is variable-rate", "--quality Q"),
+        (["--checkpoint", files["fixed"], "--bpp", 0.5], "is fixed-rate"),
+    ]
+    for extra, *fragments in cases:
+        code, _, err = run(["compress", files["image"], out, *extra], capsys)
+        assert_one_line_error(code, err, 2, *fragments)
+
+
+def test_peek_reads_the_rate_kind_without_torch_load(files, tmp_path) -> None:
+    from helpers import tiny_vbr
+    from lae_vbr.codec.peek import peek_rate
+
+    assert peek_rate(files["vbr"], "x").variable_rate
+    assert peek_rate(files["vbr"], "x").lmbdas == PAPER_MSE_LMBDAS
+    assert not peek_rate(files["fixed"], "x").variable_rate
+    reference = tmp_path / "reference.pth.tar"
+    torch.save({"state_dict": tiny_vbr().state_dict()}, reference)
+    summary = peek_rate(reference, "reference")
+    assert summary.variable_rate and summary.name == "tcm-vbr:reference"
+    legacy = tmp_path / "legacy.pt"
+    torch.save(tiny_vbr().state_dict(), legacy, _use_new_zipfile_serialization=False)
+    assert peek_rate(legacy, "legacy") is None  # undecided: the model's own check decides
+    assert peek_rate(files["image"], "image") is None
+
+
+def test_threads_and_device_options(files, tmp_path, monkeypatch, capsys) -> None:
+    args = ["compress", files["image"], tmp_path / "o.lae", "--checkpoint", files["vbr"]]
+    code, _, _ = run([*args, "--quality", 1, "--threads", 2], capsys)
+    assert code == 0 and torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run([*args, "--quality", 1, "--device", "cuda"], capsys)
+    assert_one_line_error(code, err, 2, "no CUDA GPU", "--device cpu")
+    for bad in (["--threads", 0], ["--device", "gpu"]):
+        assert run([*args, "--quality", 1, *bad], capsys)[0] == 2
+
+
+def test_progress_of_long_encodes(codec: ImageCodec, files) -> None:
+    """Rate control and refinement report each encode and step; the line is rewritten with a
+    carriage return, never with escape codes, and only on a terminal."""
+    from lae_vbr.codec.cli import _Progress
+    from lae_vbr.codec.rate_control import RateControlWarning, encode_to_bpp
+    from lae_vbr.codec.refine import RefineSchedule
+
+    terminal = _Pipe(tty=True)
+    with _Progress(terminal) as progress, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RateControlWarning)  # the random model's range: no matter
+        encode_to_bpp(
+            codec,
+            read_image(files["image"]),
+            5.0,
+            refine=RefineSchedule(steps=2, min_change=0.0),
+            on_encode=progress.encode,
+            on_step=progress.step,
+        )
+    shown = _text(terminal)
+    assert "rate control: encode 2 of at most 2, refining the latents: step 2/2" in shown
+    assert "\x1b" not in shown and shown.endswith("\r")
+    quiet = _Pipe(tty=False)
+    with _Progress(quiet) as progress:
+        progress.step(1, 2)
+    assert _text(quiet) == ""
+
+
+def _text(stream: _Pipe) -> str:
+    stream.flush()
+    return stream.buffer.getvalue().decode()

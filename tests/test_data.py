@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
+from helpers import require_shared
 from lae_vbr.config import register_resolvers
 from lae_vbr.data import (
     SAMPLE_SPLITS,
@@ -398,6 +399,8 @@ def test_sample_config_instantiates_and_loads() -> None:
     [("photos", {"train": 32, "val": 8, "test": 8}), ("kodak", {"val": 24, "test": 24})],
 )
 def test_shared_configs_resolve(shared: Path, option: str, counts: dict[str, int]) -> None:
+    if option == "photos":
+        require_shared("data/photos")
     cfg = _compose_data(option)
     assert cfg.data.crop_size == 256
     dm = instantiate(cfg.data)

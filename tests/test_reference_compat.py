@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import randomize_lae
+from helpers import randomize_lae, require_shared
 from lae_vbr.models import TCM, TCMVBR
 from lae_vbr.models.registry import load_codec
 from lae_vbr.models.state_dict import CheckpointError, copy_matching_weights
@@ -21,7 +21,8 @@ SPECS = {"tcm": (TCM, "tcm_weights_spec.json"), "tcm_vbr": (TCMVBR, "tcm_vbr_wei
 
 
 def _spec(shared: Path, name: str) -> dict:
-    return json.loads((shared / "fixtures" / "seed_reference" / SPECS[name][1]).read_text())
+    folder = require_shared("fixtures/seed_reference") / "fixtures" / "seed_reference"
+    return json.loads((folder / SPECS[name][1]).read_text())
 
 
 @cache

@@ -52,6 +52,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from helpers import require_shared
 from lae_vbr.models import TCM, TCMVBR
 
 X_HAT_ATOL = 1e-4
@@ -176,8 +177,8 @@ def check_coding(
 
 
 @pytest.fixture(scope="module")
-def reference_dir(shared: Path) -> Path:
-    return shared / "fixtures" / "seed_reference"
+def reference_dir() -> Path:
+    return require_shared("fixtures/seed_reference") / "fixtures" / "seed_reference"
 
 
 @pytest.fixture(scope="module")

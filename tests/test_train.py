@@ -224,6 +224,7 @@ def test_misconfiguration_fails_before_training(
     [
         (["model/backbone=no_such_model"], "no_such_model"),
         (["data.crop_size=200"], "does not suit"),
+        (["ckpt_path=/no/such/last.ckpt"], "ckpt_path=/no/such/last.ckpt: no such file"),
     ],
 )
 def test_cli_reports_config_errors_without_traceback(
@@ -233,3 +234,4 @@ def test_cli_reports_config_errors_without_traceback(
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr  # not a terminal: no colour codes

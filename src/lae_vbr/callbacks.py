@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
-__all__ = ["ImagesPerSecond"]
+__all__ = ["EMA", "ImagesPerSecond"]
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +56,92 @@ class ImagesPerSecond(Callback):
             mean = sum(self.history) / len(self.history)
             log.info("training throughput: %.2f images/s per process (mean over %d epochs)",
                      mean, len(self.history))  # fmt: skip
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, fitted to codecs.
+
+    Validation runs on the averaged weights and training ends with them in the model, as in
+    Lightning's callback; checkpoints hold the averaged weights as ``state_dict`` (what
+    ``load_codec`` and ``lae-vbr --checkpoint`` use) and the live ones for resuming.
+
+    What differs: only parameters are averaged and swapped. A codec's buffers are derived
+    (entropy-coder CDF tables, rebuilt by ``update()`` with sizes that change) or constant, so
+    averaging them is meaningless and swapping them breaks on the size change; and the tables
+    stored with the averaged weights are rebuilt from those weights, so a checkpoint codes
+    correctly at once.
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        super().__init__(
+            device=device,
+            use_buffers=False,
+            decay=decay,
+            update_every_n_steps=update_every_n_steps,
+            update_starting_at_step=update_starting_at_step,
+            update_starting_at_epoch=update_starting_at_epoch,
+        )
+
+    def _swap_models(self, pl_module: LightningModule) -> None:
+        assert self._average_model is not None
+        for average, current in zip(
+            self._average_model.module.parameters(), pl_module.parameters(), strict=True
+        ):
+            tmp = average.data.clone()
+            average.data.copy_(current.data)
+            current.data.copy_(tmp)
+
+    def _copy_average_to_current(self, pl_module: LightningModule) -> None:
+        assert self._average_model is not None
+        for average, current in zip(
+            self._average_model.module.parameters(), pl_module.parameters(), strict=True
+        ):
+            current.data.copy_(average.data)
+
+    @contextmanager
+    def _averaged(self, pl_module: LightningModule) -> Iterator[None]:
+        self._swap_models(pl_module)
+        try:
+            yield
+        finally:
+            self._swap_models(pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._average_model is None:  # outside fitting: Lightning's behaviour
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+            return
+        model = getattr(pl_module, "model", None)
+        with self._averaged(pl_module):
+            if model is not None:
+                model.update(force=True)  # the averaged weights' own tables
+            averaged = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        if model is not None:
+            model.update(force=True)
+        checkpoint["current_model_state"] = pl_module.state_dict()
+        checkpoint["state_dict"] = averaged
+        checkpoint["averaging_state"] = {"n_averaged": self._average_model.n_averaged.clone()}
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._average_model is None or "current_model_state" not in checkpoint:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+            return
+        with torch.no_grad():
+            pl_module.load_state_dict(checkpoint["state_dict"])
+            self._average_model.module.load_state_dict(pl_module.state_dict())
+            pl_module.load_state_dict(checkpoint["current_model_state"])
+        averaging = checkpoint.get("averaging_state") or {}
+        if "n_averaged" in averaging:
+            self._average_model.n_averaged.copy_(averaging["n_averaged"])

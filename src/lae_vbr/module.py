@@ -5,15 +5,23 @@ the entropy-bottleneck quantiles. Both gradients come from one backward pass (th
 reaches only the quantiles, the RD loss never does), which keeps DDP to one gradient
 all-reduce per step. ``trainer.global_step`` counts main-optimiser steps.
 
+Lightning's own ``accumulate_grad_batches`` and ``gradient_clip_val`` do not apply to manual
+optimisation, so the loop does both itself (``optim.accumulate_grad_batches``,
+``optim.clip_max_norm`` / ``optim.clip_algorithm``; the training task moves the Trainer's
+options there): gradients of k batches are summed (each loss divided by k), clipped once, and
+the optimisers step on every k-th batch and on the last batch of an epoch. Under DDP the
+batches in between skip the gradient all-reduce.
+
 The whole composed Hydra config is stored in the checkpoint (``hyper_parameters.cfg``), so
 ``CompressionModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -57,10 +65,23 @@ class CompressionModule(LightningModule):
             for _ in range(self.loss.num_lmbdas)
         )
         self._val_images: list[tuple[Tensor, dict[int, Tensor]]] = []
+        self.accumulate = _positive_int(self.optim_cfg.get("accumulate_grad_batches", 1))
+        self.compile_options = compile_options(cfg.get("compile"))
+        # torch.compile of self.model, made in setup(); kept out of the module tree so state
+        # dicts and checkpoints keep their plain keys (no ``_orig_mod.``).
+        self._compiled: Callable[..., dict] | None = None
+
+    def setup(self, stage: str) -> None:
+        """Compile the model's forward once, for fitting (``compile=true`` or options)."""
+        if self.compile_options is not None and self._compiled is None:
+            # via __dict__: nn.Module.__setattr__ would register the wrapper as a submodule
+            self.__dict__["_compiled"] = torch.compile(self.model, **self.compile_options)
 
     # -- model calls --------------------------------------------------------------------
     def forward(self, x: Tensor, lmbda_idx: Tensor | float | None = None) -> dict:
-        return self.model(x, lmbda_idx)
+        # `is not None`: a compiled module has no truth value (its __len__ raises)
+        model = self._compiled if self._compiled is not None else self.model
+        return model(x, lmbda_idx)
 
     def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:
         """Additional named loss terms; subclasses (e.g. the LAE warm-up stage) add theirs."""
@@ -77,16 +98,11 @@ class CompressionModule(LightningModule):
         loss = terms["loss"] + sum(extra.values(), torch.zeros((), device=x.device))
         aux_loss = self.model.aux_loss()
 
-        opt.zero_grad()
-        aux_opt.zero_grad()
-        self.manual_backward(loss + aux_loss)
-        clip = float(self.optim_cfg.get("clip_max_norm", 0.0))
-        if clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        opt.step()
-        aux_opt.optimizer.step()  # the raw optimiser: global_step counts main steps only
-        if self.optim_cfg.get("scheduler", {}).get("interval", "epoch") == "step":
-            self.lr_schedulers().step()
+        step_now = self._last_of_accumulation(batch_idx)
+        with self._backward_sync(step_now):
+            self.manual_backward((loss + aux_loss) / self.accumulate)
+        if step_now:
+            self._step(opt, aux_opt)
 
         log = {"train/loss": loss, "train/rd_loss": terms["loss"], "train/aux_loss": aux_loss}
         log |= {"train/bpp": terms["bpp_loss"], "train/psnr": terms["psnr"].mean()}
@@ -94,6 +110,36 @@ class CompressionModule(LightningModule):
         self.log_dict(log, on_step=True, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=x.shape[0])
         return loss
+
+    def _last_of_accumulation(self, batch_idx: int) -> bool:
+        """Whether this batch completes an accumulation (every k-th, and an epoch's last)."""
+        if self.accumulate == 1:
+            return True
+        last = self.trainer.num_training_batches
+        return (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 >= last
+
+    @contextlib.contextmanager
+    def _backward_sync(self, step_now: bool) -> Iterator[None]:
+        """Skip the DDP gradient all-reduce on batches that only accumulate."""
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        if step_now or block is None:
+            yield
+        else:
+            with block():
+                yield
+
+    def _step(self, opt: Any, aux_opt: Any) -> None:
+        """Clip, step both optimisers (and a per-step scheduler), clear the gradients."""
+        clip = float(self.optim_cfg.get("clip_max_norm") or 0.0)
+        if clip > 0:
+            algorithm = str(self.optim_cfg.get("clip_algorithm", "norm"))
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm=algorithm)
+        opt.step()
+        aux_opt.optimizer.step()  # the raw optimiser: global_step counts main steps only
+        opt.zero_grad()
+        aux_opt.optimizer.zero_grad()
+        if self.optim_cfg.get("scheduler", {}).get("interval", "epoch") == "step":
+            self.lr_schedulers().step()
 
     def on_train_epoch_end(self) -> None:
         if self.optim_cfg.get("scheduler", {}).get("interval", "epoch") == "epoch":
@@ -153,9 +199,35 @@ class CompressionModule(LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store up-to-date CDF tables, so a checkpoint can be used for real coding at once."""
+        """Store up-to-date CDF tables, so a checkpoint can be used for real coding at once.
+
+        With weight averaging (``lae_vbr.callbacks.EMA``) the callback has already stored the
+        averaged weights with their own tables (and the live ones as ``current_model_state``).
+        """
+        if "current_model_state" in checkpoint:
+            return
         self.model.update(force=True)
         checkpoint["state_dict"] = self.state_dict()
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"optim.accumulate_grad_batches={value!r}: use a whole number of batches, 1 or more"
+        )
+    return value
+
+
+def compile_options(value: Any) -> dict[str, Any] | None:
+    """``torch.compile`` keyword arguments from the ``compile`` key: false/null (off), true
+    (defaults) or a mapping such as ``{mode: max-autotune}``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ConfigError(f"compile={value!r}: use true, false or torch.compile options")
 
 
 def build_model(model_cfg: Mapping[str, Any]) -> LearnedCodec:

@@ -5,31 +5,41 @@ unreadable image, write failure); 2 the command cannot run as given (bad argumen
 values, missing input, checkpoint or output folder). Every failure is one line on stderr.
 
 torch and the model code are imported only by the commands that need them, so ``info`` is
-fast and works without loading a checkpoint.
+fast and works without loading a checkpoint, and a missing rate option is reported before
+the model is loaded. ``-`` reads the input from stdin or writes the output to stdout (the
+summary line then goes to stderr). Progress of long encodes (refinement, rate control) is
+shown on stderr when it is a terminal; nothing here writes colour codes.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, TextIO
 
+from lae_vbr import __version__
 from lae_vbr.errors import LaeVbrError
 
-from .container import Bitstream, read_bitstream
+from .container import MAX_FILE_BYTES, Bitstream, read_bitstream
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .image_codec import ImageCodec
 
 __all__ = ["build_parser", "main"]
 
 PROG = "lae-vbr"
 OK, FAILED, USAGE = 0, 1, 2
+#: The file name that stands for stdin (inputs) or stdout (outputs).
+STDIO = "-"
 
 
 class UsageError(Exception):
@@ -41,14 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Variable-rate learned image compression (TCM with latent-domain "
         "auto-encoders).",
-        epilog="Exit codes: 0 ok, 1 coding failed (bad or foreign file), 2 usage error.",
+        epilog="Exit codes: 0 ok, 1 coding failed (bad or foreign file), 2 usage error. "
+        "A file name '-' means stdin (input) or stdout (output).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_compress(commands)
 
+    dec = commands.add_parser("decompress", help="decode a compressed file to PNG")
+    dec.add_argument("input", type=Path, metavar="IN", help="compressed file ('-': stdin)")
+    dec.add_argument("output", type=Path, metavar="OUT", help="PNG to write (*.png, '-': stdout)")
+    _add_model_options(dec, "the checkpoint that compressed the file")
+    dec.set_defaults(run=_decompress)
+
+    info = commands.add_parser("info", help="describe a compressed file (no model needed)")
+    info.add_argument("input", type=Path, metavar="IN", help="compressed file ('-': stdin)")
+    info.add_argument("--json", action="store_true", help="print the fields as JSON")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _add_compress(commands: argparse._SubParsersAction) -> None:
     comp = commands.add_parser("compress", help="code an image (PNG/JPEG/WebP/PPM) to a file")
-    comp.add_argument("input", type=Path, metavar="IN", help="image to compress")
-    comp.add_argument("output", type=Path, metavar="OUT", help="compressed file to write")
-    _add_checkpoint(comp)
+    comp.add_argument("input", type=Path, metavar="IN", help="image to compress ('-': stdin)")
+    comp.add_argument("output", type=Path, metavar="OUT", help="file to write ('-': stdout)")
+    _add_model_options(comp)
     rate = comp.add_argument_group(
         "rate (variable-rate models need exactly one; fixed-rate models take none)"
     ).add_mutually_exclusive_group()
@@ -67,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument(
         "--refine-steps",
-        type=_steps,
+        type=_count(0),
         default=0,
         metavar="N",
         help="refine the latents for the image with N gradient steps before coding (slower "
@@ -75,30 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.set_defaults(run=_compress)
 
-    dec = commands.add_parser("decompress", help="decode a compressed file to PNG")
-    dec.add_argument("input", type=Path, metavar="IN", help="compressed file")
-    dec.add_argument("output", type=Path, metavar="OUT", help="PNG image to write (.png)")
-    _add_checkpoint(dec, "the checkpoint that compressed the file")
-    dec.set_defaults(run=_decompress)
 
-    info = commands.add_parser("info", help="describe a compressed file (no model needed)")
-    info.add_argument("input", type=Path, metavar="IN", help="compressed file")
-    info.add_argument("--json", action="store_true", help="print the fields as JSON")
-    info.set_defaults(run=_info)
-    return parser
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
 
-def _steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return parse
 
 
-def _add_checkpoint(parser: argparse.ArgumentParser, what: str = "the codec") -> None:
+def _device(text: str) -> str:
+    """An argparse type: cpu, cuda, cuda:N or mps (whether it exists is checked later)."""
+    name = text.strip().lower()
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps")
+    return name
+
+
+def _add_model_options(parser: argparse.ArgumentParser, what: str = "the codec") -> None:
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -106,49 +135,86 @@ def _add_checkpoint(parser: argparse.ArgumentParser, what: str = "the codec") ->
         help=f"{what}: a project checkpoint, codec bundle or reference state dict "
         "(default: the bundled demo model)",
     )
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        metavar="DEV",
+        help="where the networks run: cpu (default), cuda, cuda:N or mps; entropy coding "
+        "always runs on the CPU",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_count(1),
+        metavar="N",
+        help="CPU threads for the networks (default: PyTorch's choice, usually one per core)",
+    )
 
 
 # -- commands ---------------------------------------------------------------------------------
 def _compress(args: argparse.Namespace) -> int:
     _check_input(args.input)
     _check_output(args.output)
-    from .images import read_image
-
     if args.bpp is not None and not (math.isfinite(args.bpp) and args.bpp > 0):
         raise UsageError(f"--bpp must be a positive number of bits per pixel, got {args.bpp:g}")
-    x = read_image(args.input)  # a bad image fails before the model is loaded
-    codec = _load(args.checkpoint)
+    _precheck_rate(args)  # before torch is imported: a usage mistake costs no model load
+    from .images import read_image, read_image_bytes
+
+    if _is_stdio(args.input):  # a bad image fails before the model is loaded
+        x = read_image_bytes(_read_stdin(), "<stdin>")
+    else:
+        x = read_image(args.input)
+    codec = _load(args)
     lmbda_idx = _choose_rate(codec, args)
+    with _Progress() as progress:
+        stream, note = _encode(codec, x, lmbda_idx, args, progress)
+    _write_output(args.output, stream.to_bytes())
+    rate = "" if stream.lmbda_idx is None else f", λ index {stream.lmbda_idx:g}"
+    refined = f", latents refined ({args.refine_steps} steps)" if args.refine_steps else ""
+    where = f"{_name(args.input)} -> {_name(args.output, '<stdout>')}"
+    _report(
+        args,
+        f"{where}: {stream.width}×{stream.height}{rate}{refined}, {stream.num_bytes} bytes, "
+        f"{stream.bpp:.4f} bpp{note}",
+    )
+    return OK
+
+
+def _encode(
+    codec: ImageCodec,
+    x: Tensor,
+    lmbda_idx: float | None,
+    args: argparse.Namespace,
+    progress: _Progress,
+) -> tuple[Bitstream, str]:
+    """The stream (plain, refined, or rate-controlled) and a note for the summary line."""
     refine = None
     if args.refine_steps:
         from .refine import RefineSchedule
 
         refine = RefineSchedule(steps=args.refine_steps)
-    note = ""
     if args.bpp is not None:
         from .rate_control import RateControlWarning, encode_to_bpp
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RateControlWarning)
-            result = encode_to_bpp(codec, x, args.bpp, refine=refine)
+            result = encode_to_bpp(
+                codec,
+                x,
+                args.bpp,
+                refine=refine,
+                on_encode=progress.encode,
+                on_step=progress.step if refine else None,
+            )
+        progress.clear()
         for warning in caught:
             print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-        stream = result.stream
-        note = f" (target {args.bpp:g} bpp, {result.encodes} encodes)"
-    elif refine is not None:
+        return result.stream, f" (target {args.bpp:g} bpp, {result.encodes} encodes)"
+    if refine is not None:
         from .refine import refine_encode
 
-        stream, _ = refine_encode(codec, x, lmbda_idx, refine)
-    else:
-        stream = codec.encode(x, lmbda_idx)
-    stream.write(args.output)
-    rate = "" if stream.lmbda_idx is None else f", λ index {stream.lmbda_idx:g}"
-    refined = f", latents refined ({args.refine_steps} steps)" if refine else ""
-    print(
-        f"{args.input} -> {args.output}: {stream.width}×{stream.height}{rate}{refined}, "
-        f"{stream.num_bytes} bytes, {stream.bpp:.4f} bpp{note}"
-    )
-    return OK
+        return refine_encode(codec, x, lmbda_idx, refine, on_step=progress.step)[0], ""
+    return codec.encode(x, lmbda_idx), ""
 
 
 def _choose_rate(codec: ImageCodec, args: argparse.Namespace) -> float | None:
@@ -176,24 +242,25 @@ def _choose_rate(codec: ImageCodec, args: argparse.Namespace) -> float | None:
 def _decompress(args: argparse.Namespace) -> int:
     _check_input(args.input)
     _check_output(args.output)
-    if args.output.suffix.lower() != ".png":
+    if not _is_stdio(args.output) and args.output.suffix.lower() != ".png":
         raise UsageError(f"the output is written as PNG; name it *.png, not {args.output.name}")
-    stream = read_bitstream(args.input)  # a bad file fails before the model is loaded
-    codec = _load(args.checkpoint)
-    from .images import write_png
+    stream = _read_stream(args.input)  # a bad file fails before the model is loaded
+    codec = _load(args)
+    from .images import png_bytes
 
-    write_png(codec.decode(stream), args.output)
-    print(f"{args.input} -> {args.output}: {stream.width}×{stream.height}")
+    _write_output(args.output, png_bytes(codec.decode(stream)))
+    size = f"{stream.width}×{stream.height}"
+    _report(args, f"{_name(args.input)} -> {_name(args.output, '<stdout>')}: {size}")
     return OK
 
 
 def _info(args: argparse.Namespace) -> int:
     _check_input(args.input)
-    stream = read_bitstream(args.input)
+    stream = _read_stream(args.input)
     if args.json:
-        print(json.dumps({"file": str(args.input), **stream.describe()}, indent=2))
+        print(json.dumps({"file": _name(args.input), **stream.describe()}, indent=2))
     else:
-        print(_describe(args.input, stream))
+        print(_describe(Path(_name(args.input)), stream))
     return OK
 
 
@@ -221,8 +288,20 @@ def _describe(path: Path, stream: Bitstream) -> str:
     return "\n".join(f"{key + ':':<7} {value}" for key, value in rows)
 
 
-# -- checks and loading -----------------------------------------------------------------------
+# -- checks, loading, standard streams ----------------------------------------------------------
+def _is_stdio(path: Path) -> bool:
+    return str(path) == STDIO
+
+
+def _name(path: Path, stdio: str = "<stdin>") -> str:
+    return stdio if _is_stdio(path) else str(path)
+
+
 def _check_input(path: Path) -> None:
+    if _is_stdio(path):
+        if sys.stdin.isatty():
+            raise UsageError("input '-' reads stdin, which is a terminal; pipe a file in")
+        return
     if not path.exists():
         raise UsageError(f"input not found: {path}")
     if not path.is_file():
@@ -230,6 +309,11 @@ def _check_input(path: Path) -> None:
 
 
 def _check_output(path: Path) -> None:
+    if _is_stdio(path):
+        if sys.stdout.isatty():
+            raise UsageError("output '-' writes binary data to stdout, which is a terminal; "
+                             "redirect it to a file or a pipe")  # fmt: skip
+        return
     if path.is_dir():
         raise UsageError(f"output is a folder, not a file: {path}")
     parent = path.parent
@@ -237,15 +321,119 @@ def _check_output(path: Path) -> None:
         raise UsageError(f"output folder does not exist: {parent}")
 
 
-def _load(checkpoint: Path | None) -> ImageCodec:
+def _read_stdin(limit: int = MAX_FILE_BYTES) -> bytes:
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"stdin holds more than {limit} bytes; give a file instead")
+    return data
+
+
+def _read_stream(path: Path) -> Bitstream:
+    if _is_stdio(path):
+        return Bitstream.from_bytes(_read_stdin())
+    return read_bitstream(path)
+
+
+def _write_output(path: Path, data: bytes) -> None:
+    if _is_stdio(path):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        path.write_bytes(data)
+
+
+def _report(args: argparse.Namespace, line: str) -> None:
+    """The summary line: stdout, or stderr when stdout carries the data."""
+    print(line, file=sys.stderr if _is_stdio(args.output) else sys.stdout)
+
+
+def _precheck_rate(args: argparse.Namespace) -> None:
+    """Refuse a missing or superfluous rate option from what the checkpoint file records,
+    without loading the model (see :mod:`.peek`); undecided files are checked after loading."""
+    from .peek import peek_rate
+
+    path = args.checkpoint or Path(
+        str(importlib.resources.files("lae_vbr").joinpath("assets", "demo.pt"))
+    )
+    summary = peek_rate(path, path.stem) if path.is_file() else None
+    if summary is None:
+        return
+    given = any(v is not None for v in (args.quality, args.lmbda, args.bpp))
+    if summary.variable_rate and not given:
+        quality = lmbda = ""
+        if summary.lmbdas:
+            quality = f" (a λ index in [0, {len(summary.lmbdas) - 1}])"
+            lmbda = f" (a λ in [{min(summary.lmbdas):g}, {max(summary.lmbdas):g}])"
+        raise UsageError(
+            f"model {summary.name!r} is variable-rate: pass --quality Q{quality}, "
+            f"--lmbda L{lmbda} or --bpp TARGET"
+        )
+    if not summary.variable_rate and given:
+        raise UsageError(
+            f"model {summary.name!r} is fixed-rate: it takes no --quality, --lmbda or --bpp"
+        )
+
+
+def _load(args: argparse.Namespace) -> ImageCodec:
+    import torch
+
     from lae_vbr.models.state_dict import CheckpointError
 
     from .image_codec import ImageCodec
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {args.device}: this machine has "
+                         f"{torch.cuda.device_count()} GPU(s)")  # fmt: skip
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {args.device}: MPS is not available here; use --device cpu")
     try:
-        return ImageCodec.load(checkpoint)
+        return ImageCodec.load(args.checkpoint, device=None if device.type == "cpu" else device)
     except CheckpointError as err:
         raise UsageError(str(err)) from err
+
+
+class _Progress:
+    """Progress of a long encode as one line on stderr, rewritten in place (carriage return
+    and spaces, no escape codes), shown only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self._encode = ""
+        self._width = 0
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.clear()
+
+    def encode(self, number: int, most: int) -> None:
+        self._encode = f"rate control: encode {number} of at most {most}"
+        self._show(self._encode)
+
+    def step(self, step: int, steps: int) -> None:
+        prefix = f"{self._encode}, " if self._encode else ""
+        self._show(f"{prefix}refining the latents: step {step}/{steps}")
+
+    def clear(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+    def _show(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write("\r" + text.ljust(self._width))
+            self.stream.flush()
+            self._width = max(self._width, len(text))
 
 
 def _fail(message: object, code: int) -> int:

@@ -65,9 +65,20 @@ class ImageCodec:
         self.arithmetic = self.model.arithmetics[-1]
 
     @classmethod
-    def load(cls, checkpoint: str | PathLike | None = None, **kwargs: Any) -> ImageCodec:
-        """Load a checkpoint (default: the bundled demo model); raises CheckpointError."""
-        return cls(load_codec(checkpoint or default_checkpoint()), **kwargs)
+    def load(
+        cls,
+        checkpoint: str | PathLike | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> ImageCodec:
+        """Load a checkpoint (default: the bundled demo model); raises CheckpointError.
+
+        ``device`` runs the networks there (default: the CPU); entropy coding stays on the CPU.
+        """
+        loaded = load_codec(checkpoint or default_checkpoint())
+        if device is not None:
+            loaded.model.to(device)
+        return cls(loaded, **kwargs)
 
     @property
     def variable_rate(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from os import PathLike
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from lae_vbr.data.tensors import image_to_tensor, tensor_to_uint8
 
 from .errors import ImageError
 
-__all__ = ["INPUT_FORMATS", "MAX_PIXELS", "read_image", "write_png"]
+__all__ = [
+    "INPUT_FORMATS",
+    "MAX_PIXELS",
+    "png_bytes",
+    "read_image",
+    "read_image_bytes",
+    "write_png",
+]
 
 #: Largest image (height × width) encoded or decoded by default: 32 Mpx. Decoding needs
 #: memory in proportion, so a header may not ask for more than this.
@@ -45,10 +53,28 @@ def read_image(path: str | PathLike, max_pixels: int = MAX_PIXELS) -> Tensor:
         raise ImageError(str(err)) from err
 
 
-def write_png(x: Tensor, path: str | PathLike) -> Path:
-    """Save an image tensor as an 8-bit RGB PNG (encoded in memory, then written)."""
+def read_image_bytes(data: bytes, name: str = "<stdin>", max_pixels: int = MAX_PIXELS) -> Tensor:
+    """:func:`read_image` of an image held in memory (e.g. read from a pipe); ``name`` stands
+    for it in messages. It goes through a private temporary file, so every format and bit
+    depth :func:`read_image` handles is handled alike."""
+    with tempfile.TemporaryDirectory(prefix="lae-vbr-") as folder:
+        path = Path(folder) / "input"
+        path.write_bytes(data)
+        try:
+            return read_image(path, max_pixels)
+        except ImageError as err:
+            raise ImageError(str(err).replace(str(path), name)) from None
+
+
+def png_bytes(x: Tensor) -> bytes:
+    """An image tensor encoded as an 8-bit RGB PNG."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(tensor_to_uint8(x.cpu()))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(x: Tensor, path: str | PathLike) -> Path:
+    """Save an image tensor as an 8-bit RGB PNG (encoded in memory, then written)."""
     path = Path(path)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(png_bytes(x))
     return path

@@ -24,7 +24,7 @@ from .image_codec import ImageCodec
 from .rate_model import RateModel
 
 if TYPE_CHECKING:
-    from .refine import RefineSchedule
+    from .refine import OnStep, RefineSchedule
 
 __all__ = [
     "Attempt",
@@ -112,6 +112,8 @@ def encode_to_bpp(
     start: float | None = None,
     slope: float = 1.0,
     refine: RefineSchedule | None = None,
+    on_encode: Callable[[int, int], None] | None = None,
+    on_step: OnStep | None = None,
 ) -> RateControlResult:
     """Code ``x`` (1, 3, H, W) in [0, 1] as close as possible to ``target_bpp`` (whole file).
 
@@ -123,6 +125,8 @@ def encode_to_bpp(
         slope: dR/dΣlog₂m of the line through the first encode: 1 is the theory; a model
             whose rate grows more slowly (low rates) can pass a calibrated value.
         refine: code every attempt with latent refinement (C is then the refined one's).
+        on_encode: progress, ``on_encode(n, max_encodes)`` before the n-th real encode;
+            ``on_step`` is passed to the refinement of each (see :func:`refine_latents`).
 
     A target beyond the model's range on this image gives the nearest end and a
     :class:`RateControlWarning` stating the range. The chosen λ index is in the file header.
@@ -147,12 +151,14 @@ def encode_to_bpp(
         from .refine import refine_encode  # the optimiser code only when asked for
 
         def encode(idx: float) -> Bitstream:
-            return refine_encode(codec, x, idx, refine)[0]
+            return refine_encode(codec, x, idx, refine, on_step=on_step)[0]
 
     result = RateControlResult(target_bpp)
     idx = to_float32(rates.max_index / 2 if start is None else codec.rate_index(quality=start))
     points: list[tuple[float, float]] = []  # (Σ log₂ m, file bits) of each encode
     while True:
+        if on_encode is not None:
+            on_encode(len(points) + 1, max_encodes)
         stream = encode(idx)
         result.attempts.append(Attempt(idx, stream))
         points.append((rates.bits(idx), 8.0 * stream.num_bytes))

@@ -29,7 +29,17 @@ from .container import Bitstream
 from .errors import RateError
 from .image_codec import ImageCodec
 
-__all__ = ["KODAK_PIXELS", "RefineResult", "RefineSchedule", "refine_encode", "refine_latents"]
+__all__ = [
+    "KODAK_PIXELS",
+    "OnStep",
+    "RefineResult",
+    "RefineSchedule",
+    "refine_encode",
+    "refine_latents",
+]
+
+#: Progress callback: ``on_step(step, steps)`` after each evaluated step (0 = unrefined).
+OnStep = Callable[[int, int], None]
 
 #: Image size (768×512) the reference step size was chosen for.
 KODAK_PIXELS = 768 * 512
@@ -86,12 +96,14 @@ def refine_latents(
     lmbda: float,
     lmbda_idx: float | None = None,
     schedule: RefineSchedule | None = None,
+    on_step: OnStep | None = None,
 ) -> RefineResult:
     """Optimise (y, z) of one image ``x`` (1, 3, H, W) for ``bpp + 255²·lmbda·MSE``.
 
     y is the latent after the encoder-side LAE at ``lmbda_idx`` (None: a fixed-rate model);
     the loss runs through the frozen latent codec (straight-through rounding), decoder-side
-    LAE and ``g_s``. Weights are not touched.
+    LAE and ``g_s``. Weights are not touched. ``on_step`` reports progress (a long image
+    takes seconds per step on a CPU).
     """
     schedule = schedule or RefineSchedule()
     model = refinable(model)
@@ -108,7 +120,8 @@ def refine_latents(
         x_hat = crop_image(model.synthesis(coded["y_hat"], lmbdas), height, width).clamp(0, 1)
         return loss_fn({"x_hat": x_hat, "likelihoods": coded["likelihoods"]}, x)["loss"]
 
-    result = _descend(loss_at, y, z, schedule, schedule.lr * height * width / KODAK_PIXELS)
+    lr = schedule.lr * height * width / KODAK_PIXELS
+    result = _descend(loss_at, y, z, schedule, lr, on_step)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -119,6 +132,7 @@ def _descend(
     z: Tensor,
     schedule: RefineSchedule,
     lr: float,
+    on_step: OnStep | None = None,
 ) -> RefineResult:
     """The reference's gradient descent on (y, z), keeping the best step."""
     result = RefineResult(y.detach().clone(), z.detach().clone())
@@ -134,6 +148,8 @@ def _descend(
                 result.y, result.z = y.detach().clone(), z.detach().clone()
             previous = result.losses[-1] if result.losses else None
             result.losses.append(value)
+            if on_step is not None:
+                on_step(step, schedule.steps)
             if step == schedule.steps:
                 break
             if previous is not None:
@@ -154,6 +170,7 @@ def refine_encode(
     lmbda_idx: float | None,
     schedule: RefineSchedule | None = None,
     lmbda: float | None = None,
+    on_step: OnStep | None = None,
 ) -> tuple[Bitstream, RefineResult]:
     """Code one image with refined latents; the file decodes with the normal decoder.
 
@@ -171,7 +188,7 @@ def refine_encode(
             )
         lmbda = value_of_index(codec.lmbdas, 0.0 if lmbda_idx is None else lmbda_idx)
     x = x.to(next(model.parameters()).device)
-    result = refine_latents(model, x, lmbda, lmbda_idx, schedule)
+    result = refine_latents(model, x, lmbda, lmbda_idx, schedule, on_step)
     with torch.inference_mode():
         encoding = model.code_latent(result.y, result.z, codec.arithmetic)
     return codec.pack({**encoding, "shape": tuple(x.shape[-2:])}, lmbda_idx), result

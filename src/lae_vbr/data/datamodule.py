@@ -201,7 +201,9 @@ class ImageDataModule(L.LightningDataModule):
         if split not in self.files:
             folder = self.dirs[split]
             if folder is not None:
-                self.files[split] = list_images(folder, recursive=self.recursive)
+                self.files[split] = list_images(
+                    folder, recursive=self.recursive, key=f"data.{split}_dir"
+                )
             elif self.source == "sample" and split in ("train", "val"):
                 self.files[split] = sample_images(split)
             elif split == "test":

@@ -165,17 +165,19 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
 
 
 # -- listing ----------------------------------------------------------------------------------
-def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+def list_images(folder: str | Path, recursive: bool = False, key: str | None = None) -> list[Path]:
     """The readable images in ``folder``, sorted by path; hidden files are ignored.
 
     Files are recognised by content (see IMAGE_FORMATS), not by extension. Each one is opened
     and its header verified; the ones that fail are skipped with a single DataWarning naming
-    them all. Raises DataError when the folder is missing or has no usable image.
+    them all. Raises DataError when the folder is missing or has no usable image; ``key`` is
+    the config key the folder came from, which the message then names.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
-        raise DataError(f"image folder {folder} {what}; check the path or override it")
+        fix = f"set {key}=<folder>" if key else "check the path or override it"
+        raise DataError(f"image folder {folder} {what}; {fix}")
     candidates = sorted(_visible_files(folder, recursive))
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []

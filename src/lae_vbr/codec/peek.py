@@ -1,0 +1,108 @@
+"""What a checkpoint says about its model's rate, read without importing torch.
+
+``lae-vbr compress`` needs a rate option for a variable-rate model and none for a fixed-rate
+one. Loading the model to find out costs seconds (importing torch, building the network, the
+entropy tables); reading the pickled config out of the checkpoint's zip archive costs
+milliseconds, so a usage mistake is reported at once. The model's own answer stays the
+authority: the command checks again after loading, and a checkpoint this reader cannot
+interpret (legacy torch format, unknown layout) gives ``None``, which defers the check.
+
+The archive's ``data.pkl`` is unpickled with every non-builtin class replaced by an inert
+stand-in and tensor storages by ``None``: no code from the file runs, and only the plain
+dicts, lists, strings and numbers of the config and the state-dict keys come out.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from os import PathLike
+from typing import Any
+
+__all__ = ["RateSummary", "peek_rate"]
+
+#: Largest pickle (bytes) read from an archive: configs and key lists are far smaller.
+MAX_PICKLE_BYTES = 64 << 20
+_SAFE = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
+
+
+@dataclass(frozen=True)
+class RateSummary:
+    """The model's name, whether it is variable-rate, and its λ set (when recorded)."""
+
+    name: str
+    variable_rate: bool
+    lmbdas: tuple[float, ...] = ()
+
+
+class _Inert(dict):
+    """Stand-in for any class a checkpoint pickles (tensors, Lightning's AttributeDict…)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, Mapping):
+            self.update(state)
+
+
+class _PeekUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE:
+            return super().find_class(module, name)
+        return _Inert
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+def _load_pickle(path: str | PathLike) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        member = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+        if member is None or archive.getinfo(member).file_size > MAX_PICKLE_BYTES:
+            return None
+        with archive.open(member) as file:
+            return _PeekUnpickler(file).load()
+
+
+def peek_rate(path: str | PathLike, default_name: str) -> RateSummary | None:
+    """The rate kind recorded in a checkpoint file; None when it cannot be told cheaply."""
+    try:
+        obj = _load_pickle(path)
+    except Exception:  # not a zip checkpoint, or one this reader does not understand
+        return None
+    if not isinstance(obj, Mapping):
+        return None
+    hparams = obj.get("hyper_parameters")
+    cfg = hparams.get("cfg") if isinstance(hparams, Mapping) else None
+    if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping):
+        return _from_config(cfg, default_name)
+    state = obj.get("state_dict", obj)
+    if isinstance(state, Mapping) and any(isinstance(k, str) for k in state):
+        keys = [str(k).removeprefix("module.") for k in state]
+        variable = any(k.startswith("modnet_ga.") for k in keys)  # as load_codec infers it
+        return RateSummary(f"{'tcm-vbr' if variable else 'tcm'}:{default_name}", variable)
+    return None
+
+
+def _from_config(cfg: Mapping[str, Any], default_name: str) -> RateSummary | None:
+    """As ``build_codec`` decides: a ``rate`` method makes the backbone variable-rate; older
+    configs say so in ``lae.enabled``."""
+    model = cfg["model"]
+    if "rate" in model:
+        variable = bool(model["rate"])
+    elif isinstance(model.get("lae"), Mapping):
+        variable = bool(model["lae"].get("enabled", True))
+    else:
+        return None
+    lmbda = cfg.get("lmbda")
+    values = lmbda.get("values") if isinstance(lmbda, Mapping) else None
+    try:
+        lmbdas = tuple(float(v) for v in values) if isinstance(values, list) else ()
+    except (TypeError, ValueError):
+        lmbdas = ()
+    name = str(cfg.get("run_name") or cfg.get("task_name") or default_name)
+    return RateSummary(name, variable, lmbdas)

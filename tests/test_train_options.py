@@ -1,0 +1,254 @@
+"""Training options around the loop: checks before training, gradient accumulation, EMA,
+torch.compile, extras, --help, and the config groups users compose."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from helpers import tiny_cfg, tiny_vbr, write_small_image
+from lae_vbr import training
+from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.config import app_groups, register_resolvers, spread_lmbdas, with_path_hint
+from lae_vbr.extras import apply_extras, silence_lightning_tips
+from lae_vbr.models.registry import PAPER_MSE_LMBDAS, save_codec_bundle
+from lae_vbr.module import CompressionModule
+from lae_vbr.paths import REPO_ROOT
+from lae_vbr.training import ConfigError, train
+from test_train import TINY_RUN, make_cfg
+
+CONF = REPO_ROOT / "conf"
+register_resolvers()
+
+
+def _compose(config: str, overrides: list[str], hydra: bool = False):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config, overrides=overrides, return_hydra_config=hydra)
+
+
+# -- checks before training -------------------------------------------------------------------
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
+    base = [o for o in TINY_RUN if o != "trainer=cpu"]  # the trainer comes from the case
+    cfg = make_cfg(tmp_path, [*base, *overrides])
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer=gpu"], "no CUDA GPU.*use trainer=cpu"),
+        (["experiment=vbr_tcm"], "no CUDA GPU.*use trainer=cpu"),
+        (["trainer=ddp", "trainer.devices=4"], "no CUDA GPU"),
+        (["trainer.precision=bf16-true"], "bf16 weights is not supported"),
+        (["trainer.precision=8-mixed"], "unknown; use one of 32-true"),
+        (["optim.clip_algorithm=sideways"], "norm or value"),
+        (["trainer.accumulate_grad_batches=0"], "whole number of batches"),
+        (["compile=fast"], "true, false or torch.compile options"),
+        (["ckpt_path=/no/such/last.ckpt"], "no such file; resume from a run's"),
+    ],
+)
+def test_refused_before_training(
+    tmp_path: Path, no_gpu: None, overrides: list[str], message: str
+) -> None:
+    _refused(tmp_path, overrides, message)
+
+
+def test_resume_needs_a_training_checkpoint(tmp_path: Path) -> None:
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    _refused(tmp_path, [f"ckpt_path={text}"], "is not a PyTorch checkpoint")
+    bundle = save_codec_bundle(tmp_path / "weights.pt", tiny_vbr(), tiny_cfg())
+    _refused(tmp_path, [f"ckpt_path={bundle}"], f"use init_from={bundle}")
+
+
+def test_tensorboard_logger_needs_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training, "find_spec", lambda name: None)
+    _refused(tmp_path, ["logger=tensorboard"], "pip install tensorboard")
+
+
+def test_trainer_options_conflicting_with_the_module_are_refused(tmp_path: Path) -> None:
+    _refused(
+        tmp_path,
+        ["trainer.accumulate_grad_batches=2", "optim.accumulate_grad_batches=3"],
+        "disagree",
+    )
+
+
+# -- accumulation, clipping and EMA in one short run ------------------------------------------
+def test_accumulation_clipping_and_ema(tmp_path: Path) -> None:
+    """Lightning's trainer options work under manual optimisation; EMA checkpoints code."""
+    val = write_small_image(tmp_path / "val")
+    common = [
+        *TINY_RUN,
+        f"data.val_dir={val}",
+        "callbacks=[last_checkpoint,ema]",
+        "callbacks.ema.decay=0.5",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_val=0.5",
+        "trainer.gradient_clip_algorithm=value",
+        "+trainer.limit_train_batches=3",
+        "validate_after_fit=false",
+    ]
+    train(make_cfg(tmp_path / "a", [*common, "trainer.max_epochs=1"]))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 2  # 3 batches, k=2: a step after batch 2 and the epoch's last
+    optim = ckpt["hyper_parameters"]["cfg"]["optim"]
+    assert optim["accumulate_grad_batches"] == 2
+    assert (optim["clip_max_norm"], optim["clip_algorithm"]) == (0.5, "value")
+    key = "model.g_a.0.conv1.weight"
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
+    codec = ImageCodec.load(last)  # the averaged weights, with their own entropy tables
+    x = torch.rand(1, 3, 40, 56)
+    assert codec.decode(codec.encode(x, 2.0)).shape == x.shape
+
+    train(make_cfg(tmp_path / "b", [*common, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 4
+    assert int(resumed["averaging_state"]["n_averaged"]) > int(
+        ckpt["averaging_state"]["n_averaged"]
+    )
+
+
+def test_compile_wraps_the_forward_but_not_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Compiled:
+        """Stands in for torch.compile's wrapper, which has no truth value."""
+
+        def __init__(self, model: torch.nn.Module, **options: object) -> None:
+            self.model, self.options, self.calls = model, options, 0
+
+        def __len__(self) -> int:
+            raise TypeError("no len()")
+
+        def __call__(self, *args: object) -> dict:
+            self.calls += 1
+            return self.model(*args)
+
+    monkeypatch.setattr(torch, "compile", Compiled)
+    cfg = {**tiny_cfg(), "loss": {"_target_": "lae_vbr.losses.RateDistortionLoss",
+           "lmbdas": list(PAPER_MSE_LMBDAS)}, "compile": {"mode": "reduce-overhead"}}  # fmt: skip
+    module = CompressionModule(cfg)
+    keys = set(module.state_dict())
+    module.setup("fit")
+    compiled = module._compiled
+    module.setup("validate")
+    assert module._compiled is compiled and compiled.options == {"mode": "reduce-overhead"}
+    with torch.no_grad():
+        out = module(torch.rand(1, 3, 64, 64), torch.tensor([1.0]))
+    assert compiled.calls == 1 and out["x_hat"].shape == (1, 3, 64, 64)
+    assert "_compiled" not in dict(module.named_children())
+    assert set(module.state_dict()) == keys  # checkpoints keep plain keys
+
+
+# -- small pieces ------------------------------------------------------------------------------
+def test_lmbda_spread_stretches_the_set_about_its_centre() -> None:
+    assert spread_lmbdas(PAPER_MSE_LMBDAS, 1.0) == list(PAPER_MSE_LMBDAS)
+    wide = spread_lmbdas([0.01, 0.04], 2.0)
+    assert wide == pytest.approx([0.005, 0.08])
+    with pytest.raises(ConfigError, match="positive"):
+        spread_lmbdas(PAPER_MSE_LMBDAS, 0)
+    cfg = _compose("train", ["lmbda.spread=0.5"])
+    values = list(cfg.lmbda["values"])
+    assert math.prod(values) == pytest.approx(math.prod(PAPER_MSE_LMBDAS), rel=1e-4)
+    assert values[-1] / values[0] == pytest.approx((0.05 / 0.0025) ** 0.5, rel=1e-4)
+    assert cfg.model.num_lmbdas == 6
+
+
+def test_missing_paths_name_their_key_and_the_shared_folder(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    cfg = OmegaConf.create(
+        {
+            "paths": {"shared_dir": str(gone), "anchors_dir": f"{gone}/anchors/kodak"},
+            "test_dir": f"{gone}/data/kodak",
+        }
+    )
+    message = with_path_hint(f"unknown anchor 'vtm' ({gone}/anchors/kodak has none)", cfg)
+    assert "set paths.anchors_dir=<path>" in message and "anchors=[]" in message
+    assert "LAE_VBR_SHARED" in message and "get_test_data.py" in message
+    message = with_path_hint(f"image folder {gone}/data/kodak does not exist", cfg)
+    assert "set test_dir=<path>" in message and "paths.anchors_dir" not in message
+    assert with_path_hint("something else", cfg) == "something else"
+
+
+def test_extras_print_and_save_the_tree(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = _compose("train", ["extras=default"])
+    OmegaConf.update(cfg, "paths.output_dir", str(tmp_path), force_add=True)
+    apply_extras(cfg)
+    out = capsys.readouterr().out
+    assert "CONFIG" in out and "lmbda" in out and "\x1b[" not in out  # not a terminal: plain
+    saved = (tmp_path / "config_tree.log").read_text()
+    assert "model" in saved and "optim" in saved
+
+
+def test_lightning_tips_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    silence_lightning_tips()
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with caplog.at_level(logging.INFO):
+        logger.info("💡 Tip: For seamless cloud logging, try installing [litlogger]")
+        logger.info("GPU available: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False"]
+
+
+def test_help_lists_each_entry_points_own_groups() -> None:
+    groups = {}
+    for name in ("train", "eval"):
+        cfg = _compose(name, [], hydra=True)
+        groups[name] = {line.split(":")[0] for line in app_groups(_root_=cfg).splitlines()}
+    assert {"trainer", "callbacks", "hparams_search", "extras", "local"} <= groups["train"]
+    assert {"study", "classical", "local"} <= groups["eval"]
+    assert not {"study", "classical"} & groups["train"]
+    assert not {"trainer", "callbacks", "model/backbone"} & groups["eval"]
+
+
+def test_config_groups_compose() -> None:
+    cfg = _compose("train", ["callbacks=[default,ema]", "logger=tensorboard", "data=div2k"])
+    assert {"model_checkpoint", "last_checkpoint", "ema"} <= set(cfg.callbacks)
+    assert cfg.logger.tensorboard._target_.endswith("TensorBoardLogger")
+    assert cfg.data.train_dir.endswith("div2k/DIV2K_train_HR")
+    for preset, folder in (("clic", "clic/valid"), ("tecnick", "tecnick"), ("kodak", "kodak")):
+        assert _compose("train", [f"data={preset}"]).data.test_dir.endswith(folder)
+    evaluation = _compose("eval", ["ckpt_path=model.ckpt"])
+    assert evaluation.checkpoint == "model.ckpt"  # the template's name for the same setting
+
+
+def test_optimized_metric_is_returned_or_refused() -> None:
+    spec = importlib.util.spec_from_file_location("train_entry", REPO_ROOT / "src" / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    metrics = {"val/loss": 2.0, "val/psnr/l0": 30.0}
+    assert entry.optimized_value(OmegaConf.create({}), metrics) == 2.0
+    chosen = OmegaConf.create({"optimized_metric": "val/psnr/l0"})
+    assert entry.optimized_value(chosen, metrics) == 30.0
+    with pytest.raises(ConfigError, match="was not logged"):
+        entry.optimized_value(OmegaConf.create({"optimized_metric": "val/nope"}), metrics)
+
+
+def test_hparams_search_composes_an_optuna_sweep() -> None:
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        message = "hydra-optuna-sweeper is not installed (pip install -e '.[sweep]')"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    cfg = _compose("train", ["hparams_search=rd_optuna"], hydra=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == "minimize" and cfg.optimized_metric == "val/loss"
+    assert set(sweeper.params) == {"optim.optimizer.lr", "lmbda.spread", "model.rate.lae_layers"}
