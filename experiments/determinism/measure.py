@@ -109,7 +109,7 @@ def summarise(rows: list[dict]) -> dict:
         "decoded": outcomes["ok"],
         "desynchronised (refused with a message)": outcomes["refused"],
         "refusal messages": sorted({r["outcome"] for r in rows if r["outcome"] != "ok"}),
-        "pairs with bit-identical pixels in all 4 combinations": sum(
+        "pairs whose decodes are bit-identical in every combination": sum(
             1 for v in by_pair.values() if len(v) == 1 and None not in v
         ),
         "pairs": len(by_pair),
