@@ -14,7 +14,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-from lae_vbr.codec.container import Bitstream
+from lae_vbr.codec.container import Bitstream, encode_varint
 
 __all__ = ["KINDS", "damaged_files"]
 
@@ -25,20 +25,11 @@ def _with_crc(body: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _header_without_sizes(stream: Bitstream) -> bytes:
     """Everything before the four varints (height, width, z length, y length)."""
     header = stream.header()
     sizes = b"".join(
-        _varint(v) for v in (stream.height, stream.width, len(stream.z_string),
+        encode_varint(v) for v in (stream.height, stream.width, len(stream.z_string),
                              len(stream.y_string))
     )  # fmt: skip
     return header[: len(header) - len(sizes)]
@@ -86,7 +77,7 @@ def _fields(data: bytes, stream: Bitstream, rng: random.Random) -> bytes:
         shift = rng.choice([-8, -4, 4, 8])
         z, y = (z + shift, y - shift) if which == 2 else (z - shift, y + shift)
         z, y = max(z, 0), max(y, 0)
-    sizes = b"".join(_varint(v) for v in (h, w, z, y))
+    sizes = b"".join(encode_varint(v) for v in (h, w, z, y))
     streams = stream.z_string + stream.y_string
     return _with_crc(_header_without_sizes(stream) + sizes + streams)
 

@@ -34,16 +34,14 @@ def with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def test_layout_matches_the_documented_bytes() -> None:
-    stream = Bitstream(
-        ModelId("ab", DIGEST), 2.5, 300, 5, Z[:8], Y[:12], "float64", 0x01020304, 0x0A0B0C0D
-    )
-    body = (
-        b"LAE\x02\x03"  # magic, version 2, flags: variable rate, checksummed
+def _documented_body(version_and_flags: bytes, version_fields: bytes) -> bytes:
+    """The bytes of docs/bitstream.md's layout for a variable-rate 300×5 file named "ab"."""
+    return (
+        b"LAE"  # magic
+        + version_and_flags
         + DIGEST
-        + struct.pack("<f", 2.5)
-        + b"\x01"  # arithmetic: float64
-        + struct.pack("<II", 0x01020304, 0x0A0B0C0D)  # tables CRC, symbols CRC
+        + struct.pack("<f", 2.5)  # λ index
+        + version_fields  # version 2: arithmetic, then the two CRCs when checksummed
         + b"\x02ab"  # name length, name
         + b"\xac\x02"  # height 300 as LEB128
         + b"\x05"  # width 5
@@ -51,6 +49,17 @@ def test_layout_matches_the_documented_bytes() -> None:
         + Z[:8]
         + Y[:12]
     )
+
+
+def test_layout_matches_the_documented_bytes() -> None:
+    stream = Bitstream(
+        ModelId("ab", DIGEST), 2.5, 300, 5, Z[:8], Y[:12], "float64", 0x01020304, 0x0A0B0C0D
+    )
+    version_2 = (
+        b"\x01"  # arithmetic: float64
+        + struct.pack("<II", 0x01020304, 0x0A0B0C0D)  # tables CRC, symbols CRC
+    )
+    body = _documented_body(b"\x02\x03", version_2)  # version 2, variable rate, checksummed
     assert stream.to_bytes() == with_crc(body)
     fixed = Bitstream(ModelId("ab", DIGEST), None, 300, 5, Z[:8], Y[:12])
     assert fixed.to_bytes()[:5] == b"LAE\x02\x00"
@@ -58,17 +67,7 @@ def test_layout_matches_the_documented_bytes() -> None:
 
 
 def test_version_1_files_are_still_read() -> None:
-    body = (
-        b"LAE\x01\x01"  # magic, version 1, flags: variable rate
-        + DIGEST
-        + struct.pack("<f", 2.5)
-        + b"\x02ab"  # name length, name
-        + b"\xac\x02"  # height 300 as LEB128
-        + b"\x05"  # width 5
-        + b"\x08\x0c"  # z and y lengths
-        + Z[:8]
-        + Y[:12]
-    )
+    body = _documented_body(b"\x01\x01", b"")  # version 1, flags: variable rate
     stream = Bitstream.from_bytes(with_crc(body))
     assert (stream.version, stream.arithmetic, stream.checked) == (1, "float32", False)
     assert (stream.lmbda_idx, stream.height, stream.width) == (2.5, 300, 5)

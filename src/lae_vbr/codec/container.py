@@ -95,7 +95,8 @@ def to_float32(value: float) -> float:
     return _FLOAT.unpack(_FLOAT.pack(value))[0]
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128, minimally encoded (the header's size fields)."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -180,10 +181,10 @@ class Bitstream:
             checks,
             bytes([len(name)]),
             name,
-            _varint(self.height),
-            _varint(self.width),
-            _varint(len(self.z_string)),
-            _varint(len(self.y_string)),
+            encode_varint(self.height),
+            encode_varint(self.width),
+            encode_varint(len(self.z_string)),
+            encode_varint(len(self.y_string)),
         ]
         return b"".join(parts)
 
