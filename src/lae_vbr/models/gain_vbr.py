@@ -40,14 +40,6 @@ __all__ = ["GainVariableRate"]
 _VBR_STAGE = 2
 
 
-def _check_arithmetic(arithmetic: str) -> None:
-    if arithmetic != "float32":
-        raise RateError(
-            "the gain-based peer codes inside CompressAI's model, in float32 only "
-            f"(asked for {arithmetic})"
-        )
-
-
 class GainVariableRate(LearnedCodec):
     """A CompressAI ``*-vbr`` model whose rate is chosen by the λ index.
 
@@ -98,6 +90,13 @@ class GainVariableRate(LearnedCodec):
             raise ValueError(f"the gain peer got {len(lmbdas)} λ values for {num_lmbdas} indices")
         return cls(f"{name}-vbr", lmbdas, **backbone.kwargs)
 
+    def _check_arithmetic(self, arithmetic: str) -> None:
+        if arithmetic not in self.arithmetics:
+            raise RateError(
+                "the gain-based peer codes inside CompressAI's model, in "
+                f"{' or '.join(self.arithmetics)} only (asked for {arithmetic})"
+            )
+
     def gain(self, lmbda_idx: Tensor) -> Tensor:
         """Gain of a (possibly fractional) λ index: log-linear between the trained points."""
         return interpolate_log_linear(self.model.Gain.detach().abs(), lmbda_idx)
@@ -143,7 +142,7 @@ class GainVariableRate(LearnedCodec):
         self, x: Tensor, lmbda_idx: LambdaIndex | None = None, arithmetic: str = "float32"
     ) -> dict:
         """CompressAI's coding at the λ's gain; float32 only (see :attr:`arithmetics`)."""
-        _check_arithmetic(arithmetic)
+        self._check_arithmetic(arithmetic)
         padded = pad_image(x, self.pad_multiple)
         lmbda, groups = self._by_lambda(
             lmbda_idx, x.shape[0], lambda sel, args: self.model.compress(padded[sel], **args)
@@ -166,7 +165,7 @@ class GainVariableRate(LearnedCodec):
         lmbda_idx: LambdaIndex | None = None,
         arithmetic: str = "float32",
     ) -> dict:
-        _check_arithmetic(arithmetic)
+        self._check_arithmetic(arithmetic)
         height, width = (int(v) for v in shape)
         z_shape = self.z_shape(height, width)
 
