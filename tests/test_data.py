@@ -18,6 +18,7 @@ from PIL import Image
 
 from helpers import require_shared
 from lae_vbr.config import register_resolvers
+from lae_vbr.data import datamodule
 from lae_vbr.data import (
     SAMPLE_SPLITS,
     DataError,
@@ -300,6 +301,26 @@ def test_same_seed_same_batches(tmp_path: Path) -> None:
     workers = _batches(ImageDataModule(seed=7, **{**kwargs, "num_workers": 2}), epochs=1)
     for a, b in zip(first[:3], workers, strict=True):  # crops do not depend on the workers
         torch.testing.assert_close(a, b)
+
+
+def test_cached_images_give_the_same_batches_and_decode_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path, [(48, 40), (40, 64), (30, 30)])
+    kwargs = {"train_dir": folder, "crop_size": 32, "batch_size": 2, "num_workers": 0, "seed": 3}
+    plain = _batches(ImageDataModule(**kwargs), epochs=3)
+    decoded: list[Path] = []
+    original = datamodule.load_rgb_image
+
+    def counting(path: Path) -> np.ndarray:
+        decoded.append(Path(path))
+        return original(path)
+
+    monkeypatch.setattr(datamodule, "load_rgb_image", counting)
+    cached = _batches(ImageDataModule(cache_images=True, **kwargs), epochs=3)
+    for a, b in zip(plain, cached, strict=True):
+        torch.testing.assert_close(a, b)
+    assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 3  # each file once
 
 
 def test_validation_and_test_use_whole_images(tmp_path: Path) -> None:

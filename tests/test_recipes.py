@@ -61,6 +61,20 @@ def test_stage1_trains_only_the_laes_then_stage2_everything(tmp_path: Path, val_
     assert torch.allclose(s2[weight], s1[weight], atol=1e-3)  # ... from stage 1's weights
 
 
+def test_stage1_without_teachers_starts_from_one_fixed_rate_model(tmp_path: Path) -> None:
+    """experiment=demo/lae's schedule: no distillation, the backbone from init_from, frozen."""
+    teachers = write_tiny_teachers(tmp_path / "teachers")
+    no_teachers = [*TINY_RUN, *SHORT, "experiment=vbr_stage1", "stage.latent_weight=0"]
+    with pytest.raises(ConfigError, match="init_from"):
+        LatentDistillationModule(to_container(make_cfg(tmp_path / "a", no_teachers)))
+
+    metrics = train(make_cfg(tmp_path / "b", [*no_teachers, f"init_from={teachers[-1]}"]))
+    assert "train/latent_distill" not in metrics and metrics["train/lae_l2"] > 0
+    trained = load_state_dict_file(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    top = load_state_dict_file(teachers[-1])
+    assert torch.equal(trained["g_a.0.conv1.weight"], top["g_a.0.conv1.weight"])  # frozen
+
+
 def test_stage1_teachers_follow_the_drawn_lambda(tmp_path: Path) -> None:
     teachers = write_tiny_teachers(tmp_path / "teachers")
     overrides = [*TINY_RUN, "experiment=vbr_stage1", f"stage.teachers={list(map(str, teachers))}"]

@@ -7,6 +7,10 @@ Stage 1 ("static learning of latents") freezes the backbone and trains only the 
   latent ``g_a(x)`` of the fixed-rate teacher trained for the drawn λ, one teacher per λ;
 * ``l2_weight`` (1e-4) · Σ ‖w‖₂ over the LAE parameters (each tensor's L2 norm, summed).
 
+With ``latent_weight: 0`` and no ``teachers`` the stage needs only one fixed-rate model, given
+as ``init_from`` (the backbone trained at the largest λ): the scaled-down schedule of
+``experiment=demo/lae``, where six teachers would cost more than the whole run.
+
 Stage 2 is the ordinary :class:`~lae_vbr.module.CompressionModule` (everything trains on the RD
 loss), started from the stage-1 checkpoint with ``init_from``.
 
@@ -123,20 +127,32 @@ class LatentDistillationModule(CompressionModule):
         self.latent_weight = float(stage.get("latent_weight", 0.03))
         self.l2_weight = float(stage.get("l2_weight", 1e-4))
         lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
-        self._teachers = tuple(
-            self._load_teacher(p, v)
-            for p, v in zip(find_teachers(stage.get("teachers"), lmbdas), lmbdas, strict=True)
-        )  # a tuple: not submodules, so neither trained, moved by Lightning, nor saved
+        self._teachers = self._teachers_for(stage, lmbdas, bool(cfg.get("init_from")))
 
         for part in model.backbone_modules():
             part.requires_grad_(False)
         self._l2_params = self._lae_parameters(stage.get("l2_modules", ["modnet_ga", "modnet_gs"]))
-        if not cfg.get("init_from"):
+        if not cfg.get("init_from"):  # then teachers exist (_teachers_for)
             top = max(range(len(lmbdas)), key=lmbdas.__getitem__)
             copied, _ = copy_matching_weights(model, self._teachers[top].state_dict())
             log.info(
                 "backbone initialised from the λ=%g teacher (%d tensors)", lmbdas[top], len(copied)
             )
+
+    def _teachers_for(
+        self, stage: Mapping[str, Any], lmbdas: list[float], has_init: bool
+    ) -> tuple[nn.Module, ...]:
+        """One frozen teacher per λ; none when distillation is off and init_from gives the
+        backbone. A tuple: not submodules, so neither trained, moved by Lightning, nor saved."""
+        if self.latent_weight == 0 and not stage.get("teachers"):
+            if not has_init:
+                raise ConfigError(
+                    "stage 1 without teachers (stage.latent_weight=0) starts its frozen backbone "
+                    "from a fixed-rate model: set init_from=<its checkpoint>"
+                )
+            return ()
+        paths = find_teachers(stage.get("teachers"), lmbdas)
+        return tuple(self._load_teacher(p, v) for p, v in zip(paths, lmbdas, strict=True))
 
     def _load_teacher(self, path: Path, lmbda: float) -> nn.Module:
         loaded = load_codec(path)
@@ -184,6 +200,9 @@ class LatentDistillationModule(CompressionModule):
         return target
 
     def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:
-        distill = F.mse_loss(out["y"], self.teacher_latents(x, lmbda_idx))
         l2 = sum((p.norm() for p in self._l2_params), torch.zeros((), device=x.device))
-        return {"latent_distill": self.latent_weight * distill, "lae_l2": self.l2_weight * l2}
+        terms = {"lae_l2": self.l2_weight * l2}
+        if self._teachers:
+            distill = F.mse_loss(out["y"], self.teacher_latents(x, lmbda_idx))
+            terms["latent_distill"] = self.latent_weight * distill
+        return terms

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The bundled demo model, end to end: three training stages (experiment=demo/fixed, demo/lae,
+# demo/joint), each started from the previous stage's last checkpoint, then the export to
+# src/lae_vbr/assets/demo.pt. Rerunning resumes: a stage whose folder holds checkpoints/last.ckpt
+# continues from it (and ends at once when it is complete).
+#
+#   OMP_NUM_THREADS=1 bash experiments/demo_model/train.sh [logs/demo_model [overrides...]]
+#
+# DEMO_OUT sets where the exported model goes (default: the bundled one).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=${1:-logs/demo_model}
+previous=""
+for stage in fixed lae joint; do
+    out="$root/$stage"
+    args=(experiment=demo/$stage "hydra.run.dir=$out")
+    if [[ -f "$out/checkpoints/last.ckpt" ]]; then
+        args+=("ckpt_path=$out/checkpoints/last.ckpt")
+    elif [[ -n "$previous" ]]; then
+        args+=("init_from=$previous")
+    fi
+    echo "== stage $stage: python src/train.py ${args[*]}"
+    start=$(date +%s)
+    python src/train.py "${args[@]}" "${@:2}"
+    echo "== stage $stage took $(( $(date +%s) - start )) s"
+    previous="$out/checkpoints/last.ckpt"
+done
+python experiments/demo_model/export.py "$previous" --out "${DEMO_OUT:-src/lae_vbr/assets/demo.pt}" --name lae-vbr-demo
