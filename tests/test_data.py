@@ -18,13 +18,13 @@ from PIL import Image
 
 from helpers import require_shared
 from lae_vbr.config import register_resolvers
-from lae_vbr.data import datamodule
 from lae_vbr.data import (
     SAMPLE_SPLITS,
     DataError,
     DataWarning,
     ImageDataModule,
     ImageDataset,
+    datamodule,
     list_images,
     load_rgb_image,
     random_crop,
