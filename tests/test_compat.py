@@ -2,9 +2,10 @@
 image, the same image still codes to the same bytes, and the models follow CompressAI's
 conventions (registry names, default rate argument, decompress returns the compressed size).
 
-``tests/data/demo_q*_v1.lae`` were written by the bundled demo model with the code before the
-redesign (hooks around the backbone), from ``ramp_40x56.png``; ``*_decoded.png`` is what that
-code decoded them to (1 thread).
+``tests/data/demo_q*_v1.lae`` were written by the first bundled demo model (a tiny TCM-VBR, kept
+as ``tests/data/demo_tcm_tiny.pt``) with the code before the redesign (hooks around the
+backbone), from ``ramp_40x56.png``; ``*_decoded.png`` is what that code decoded them to
+(1 thread).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def demo() -> ImageCodec:
-    return ImageCodec.load(None)
+    return ImageCodec.load(DATA / "demo_tcm_tiny.pt")
 
 
 @pytest.mark.parametrize("quality", ["0", "2.5"])

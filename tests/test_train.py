@@ -57,7 +57,13 @@ def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+EXPERIMENTS = sorted(
+    p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+    for p in (CONF / "experiment").rglob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(
     tmp_path: Path, small_val_dir: Path, experiment: str
 ) -> None:
@@ -77,6 +83,9 @@ def test_every_experiment_runs_fast_dev_run(
     if experiment == "latent_toy":  # two frozen fixed-rate models: tiny ones
         low, *_, high = write_tiny_teachers(tmp_path / "teachers")
         overrides += [f"high_ckpt={high}", f"low_ckpt={low}"]
+    if experiment == "demo/lae":  # starts its frozen backbone from a fixed-rate model
+        *_, high = write_tiny_teachers(tmp_path / "teachers")
+        overrides += ["model/backbone=tcm_tiny", f"init_from={high}"]
     cfg = make_cfg(tmp_path, overrides)
     metrics = train(cfg)
     assert metrics["train/loss"] > 0
@@ -84,6 +93,29 @@ def test_every_experiment_runs_fast_dev_run(
         assert {"val/latent_psnr_low", "val/chain_bpp", "val/chain_psnr"} <= set(metrics)
     else:
         assert all(f"val/bpp/l{i}" in metrics for i in range(len(cfg.lmbda["values"])))
+
+
+FIXED_RATE_EXPERIMENTS = {"fixed_tcm", "demo/fixed"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_names_its_runs_after_the_swept_choices(
+    tmp_path: Path, experiment: str
+) -> None:
+    """A sweep over backbones or rate methods must give its runs distinct names (the summary
+    study refuses two curves of one name)."""
+    sweeps = [["model/backbone=tcm_tiny"], ["model/backbone=mbt2018_mean"]]
+    if experiment == "latent_toy":
+        pass
+    elif experiment in FIXED_RATE_EXPERIMENTS:
+        sweeps += [["lmbda.value=0.0025"], ["lmbda.value=0.05"]]
+    else:
+        sweeps += [["model/rate=lae"], ["model/rate=lae_no_context"], ["lmbda=msssim"]]
+    names = [make_cfg(tmp_path, [f"experiment={experiment}", *o]).run_name for o in sweeps]
+    if experiment == "latent_toy":  # its two checkpoints bring their models: named by task
+        assert names == ["latent_toy"] * len(names)
+        return
+    assert len(set(names)) == len(names), names
 
 
 def test_checkpoint_rebuilds_model_and_resume_continues(
