@@ -252,3 +252,44 @@ def test_hparams_search_composes_an_optuna_sweep() -> None:
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "minimize" and cfg.optimized_metric == "val/loss"
     assert set(sweeper.params) == {"optim.optimizer.lr", "lmbda.spread", "model.rate.lae_layers"}
+
+
+# -- mixed precision and memory format ----------------------------------------------------------
+def test_bf16_autocast_keeps_the_entropy_model_in_float32() -> None:
+    """trainer.precision=bf16-mixed: the transforms run in bf16, the latent codec's parameters
+    and likelihoods in float32, exactly as without autocast for the same latent."""
+    model = tiny_vbr().eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, 2.0)
+        features = model.g_a(x)
+    assert features.dtype == torch.bfloat16  # the transforms do run in bf16 here
+    assert out["x_hat"].dtype == torch.bfloat16
+    assert all(v.dtype == torch.float32 for v in out["likelihoods"].values())
+    with torch.no_grad():
+        plain = model.latent_codec(out["y"].float())
+    for name, value in out["likelihoods"].items():
+        torch.testing.assert_close(value, plain["likelihoods"][name], rtol=0, atol=0)
+
+
+def test_bf16_mixed_and_channels_last_train(tmp_path: Path) -> None:
+    val_dir = write_small_image(tmp_path / "val")
+    overrides = [*TINY_RUN, "trainer.precision=bf16-mixed", "channels_last=true", "debug=fdr"]
+    cfg = make_cfg(tmp_path, [*overrides, "data=sample", f"data.val_dir={val_dir}"])
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and metrics["train/loss"] > 0
+    assert all(math.isfinite(metrics[f"val/bpp/l{i}"]) for i in range(len(PAPER_MSE_LMBDAS)))
+
+
+def test_channels_last_gives_the_same_forward() -> None:
+    loss = {"_target_": "lae_vbr.losses.RateDistortionLoss", "lmbdas": list(PAPER_MSE_LMBDAS)}
+    module = CompressionModule({**tiny_cfg(), "loss": loss})
+    module.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = module(x, torch.tensor([0.0, 5.0]))
+        module.channels_last = True
+        module.setup("fit")
+        nhwc = module(x, torch.tensor([0.0, 5.0]))
+    assert module.model.g_a[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nhwc["x_hat"], plain["x_hat"], rtol=1e-4, atol=1e-4)

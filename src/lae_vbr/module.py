@@ -67,12 +67,17 @@ class CompressionModule(LightningModule):
         self._val_images: list[tuple[Tensor, dict[int, Tensor]]] = []
         self.accumulate = _positive_int(self.optim_cfg.get("accumulate_grad_batches", 1))
         self.compile_options = compile_options(cfg.get("compile"))
+        # NHWC activations: faster convolutions on GPUs with tensor cores (cuDNN) under bf16.
+        self.channels_last = bool(cfg.get("channels_last", False))
         # torch.compile of self.model, made in setup(); kept out of the module tree so state
         # dicts and checkpoints keep their plain keys (no ``_orig_mod.``).
         self._compiled: Callable[..., dict] | None = None
 
     def setup(self, stage: str) -> None:
-        """Compile the model's forward once, for fitting (``compile=true`` or options)."""
+        """Convert to channels_last (``channels_last=true``) and compile the model's forward
+        once, for fitting (``compile=true`` or options)."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         if self.compile_options is not None and self._compiled is None:
             # via __dict__: nn.Module.__setattr__ would register the wrapper as a submodule
             self.__dict__["_compiled"] = torch.compile(self.model, **self.compile_options)
@@ -81,6 +86,8 @@ class CompressionModule(LightningModule):
     def forward(self, x: Tensor, lmbda_idx: Tensor | float | None = None) -> dict:
         # `is not None`: a compiled module has no truth value (its __len__ raises)
         model = self._compiled if self._compiled is not None else self.model
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return model(x, lmbda_idx)
 
     def extra_loss_terms(self, out: Mapping, x: Tensor, lmbda_idx: Tensor) -> dict[str, Tensor]:

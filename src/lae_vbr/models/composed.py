@@ -156,7 +156,7 @@ class ComposedCodec(LearnedCodec):
         LAE), z and the λ indices used."""
         lmbda = self.lmbda_input(lmbda_idx, x.shape[0])
         y, _ = self.analysis(pad_image(x, self.pad_multiple), lmbda)
-        coded = self.latent_codec(y)
+        coded = self.code_latent_float32(y)
         x_hat = self.synthesis(coded["y_hat"], lmbda)
         return {
             "x_hat": crop_image(x_hat, *x.shape[-2:]),
@@ -165,6 +165,19 @@ class ComposedCodec(LearnedCodec):
             "z": coded["z"],
             "lmbda_idx": lmbda,
         }
+
+    def code_latent_float32(self, y: Tensor) -> dict:
+        """The latent codec's training/evaluation pass, outside any autocast region.
+
+        Under mixed precision (``trainer.precision=bf16-mixed``) the transforms run in bf16,
+        but the entropy model's parameters and likelihoods must not: bf16 keeps 8 bits of
+        mantissa, which would blur the rate term and the scales that pick each CDF. A bf16
+        latent is widened first; float32 and float64 latents pass unchanged.
+        """
+        if y.dtype in (torch.float16, torch.bfloat16):
+            y = y.float()
+        with torch.autocast(y.device.type, enabled=False):
+            return self.latent_codec(y)
 
     def compress(
         self, x: Tensor, lmbda_idx: LambdaIndex | None = None, arithmetic: str = DEFAULT_ARITHMETIC
