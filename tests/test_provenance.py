@@ -143,7 +143,8 @@ def test_model_results_file_has_name_meta_and_no_machine_paths(tmp_path: Path) -
     assert (meta["dataset"], meta["dataset.path"], meta["dataset.num_images"]) == (
         "images", "images", 1
     )  # fmt: skip
-    assert {"git.commit", "command", "date", "misc.device"} <= set(meta)
+    assert (meta["type"], meta["opt_metric"], meta["device"]) == ("image", "mse-rgb", "cpu")
+    assert {"git.commit", "command", "date", "misc.num_threads"} <= set(meta)
     assert data["description"].startswith("lae-vbr eval of vbr.pt on 1 images of images;")
     with files["per_image_csv"].open() as f:
         assert [row["checkpoint"] for row in csv.DictReader(f)] == ["vbr.pt", "vbr.pt"]

@@ -209,6 +209,7 @@ def measure_classical(
             advance()
     log.info("%s: %d qualities measured", codec.name, len(codec.qualities))
     meta = {
+        "type": "image",
         "model.source": "classical",
         "model.name": codec.key,
         **dataset_meta(source, len(images), torch.device("cpu")),

@@ -2,9 +2,11 @@
 the ``meta`` block.
 
 CompressAI names a model's curve ``<architecture>-<metric>`` (``compressai.utils.eval_model``:
-``bmshj2018-hyperprior-vbr-mse``; an architecture ending in ``-vbr`` is variable-rate) and
-CompressAI-Trainer adds a ``meta`` block of flat, dotted keys (``model.name``,
-``criterion.lmbda``, ``paths.model_checkpoint``, ...) between ``description`` and ``results``.
+``bmshj2018-hyperprior-vbr-mse``; an architecture ending in ``-vbr`` is variable-rate). Its newer
+results files (``results/image/kodak/paper-elic2022_mse.json``) and CompressAI-Trainer's put a
+``meta`` block between ``description`` and ``results``: CompressAI with ``type``,
+``opt_metric``, ``dataset``, ``train_dataset``, ``device``; the Trainer with flat, dotted keys
+(``model.name``, ``criterion.lmbda``, ``paths.model_checkpoint``, ...). Both are used here.
 This project does the same and adds what makes a curve reproducible: the package version, the
 git commit, the command line and the date. Paths are written as :func:`~lae_vbr.paths.portable_path`
 gives them, so a file tells nothing about the machine that produced it.
@@ -105,11 +107,16 @@ def curve_name(loaded: LoadedCodec) -> str:
 
 
 def codec_meta(codec: ImageCodec, checkpoint: str) -> dict[str, Any]:
-    """What a ``meta`` block says about one checkpoint (given as a portable path), in
-    CompressAI-Trainer's keys, plus the run name and the digest of the weights (what a file
-    coded by the model records)."""
+    """What a ``meta`` block says about one checkpoint (given as a portable path): the keys of
+    CompressAI's own results files (``type``, ``opt_metric``, ``train_dataset``), then
+    CompressAI-Trainer's, plus the run name and the digest of the weights (what a file coded
+    by the model records)."""
     loaded = codec.loaded
+    train_dir = (loaded.config.get("data") or {}).get("train_dir")
     return {
+        "type": "image",
+        "opt_metric": f"{metric_name(loaded)}-rgb",
+        "train_dataset": portable_path(train_dir) if train_dir else None,
         "model.source": "checkpoint",
         "model.name": architecture(loaded),
         "model.metric": metric_name(loaded),
@@ -121,13 +128,13 @@ def codec_meta(codec: ImageCodec, checkpoint: str) -> dict[str, Any]:
 
 
 def dataset_meta(source: str | PathLike, num_images: int, device: torch.device) -> dict:
-    """The test set (its folder's name and portable path) and the machine side of a ``meta``
-    block."""
+    """The test set (its folder's name, as CompressAI's ``dataset``, and portable path) and
+    the machine side of a ``meta`` block (``device`` as CompressAI writes it)."""
     return {
         "dataset": Path(source).name if source else None,
         "dataset.path": portable_path(source) if source else None,
         "dataset.num_images": num_images,
-        "misc.device": device.type,
+        "device": device.type,
         "misc.num_threads": torch.get_num_threads(),
     }
 
