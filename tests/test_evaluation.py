@@ -256,6 +256,8 @@ def test_eval_variable_rate_end_to_end(shared: Path, crops: Path, tmp_path: Path
     curve = json.loads((out / "results" / "tiny-vbr.json").read_text())
     r = curve["results"]
     assert curve["name"] == "tiny-vbr" and sorted(r["lmbda_idx"]) == [0.0, 5.0]
+    assert curve["meta"]["model.name"] == "tcm-lae-vbr"  # the label is the user's, meta says what
+    assert curve["meta"]["paths.model_checkpoint"] == "vbr.pt"
     assert r["lmbda"][r["lmbda_idx"].index(5.0)] == 0.05
     assert r["bpp"] == sorted(r["bpp"]) and r["bpp"][0] != r["bpp"][1]
     for key in ("bpp", "bpp-estimated", "encoding_time", "decoding_time"):
@@ -275,8 +277,13 @@ def test_eval_variable_rate_end_to_end(shared: Path, crops: Path, tmp_path: Path
     first = rows[0]
     assert int(first["bits"]) % 8 == 0
     assert float(first["bpp"]) == pytest.approx(int(first["bits"]) / CROP**2)
-    jpeg = json.loads((out / "results" / "jpeg.json").read_text())["results"]
+    jpeg_file = json.loads((out / "results" / "jpeg.json").read_text())
+    jpeg = jpeg_file["results"]
     assert jpeg["quality"] == [30, 80] and jpeg["bpp"][0] < jpeg["bpp"][1]
+    assert jpeg_file["meta"]["model.source"] == "classical"
+    assert jpeg_file["meta"]["dataset"] == crops.name
+    for written in out.rglob("*.json"):
+        assert str(tmp_path) not in written.read_text(), written
 
     bd = json.loads((out / "bd_rate.json").read_text())
     assert bd["method"] == "akima" and bd["package"].startswith("bjontegaard")

@@ -122,8 +122,18 @@ def test_rlambda_study(checkpoints, crops, tmp_path) -> None:
             f"paths.output_dir={tmp_path}",
         ]
     )
-    data = json.loads((tmp_path / "rlambda.json").read_text())
+    text = (tmp_path / "rlambda.json").read_text()
+    data = json.loads(text)
     assert len(data["rows"]) == 2 * 5
+    # the record says which model on which images, without the paths of this machine
+    meta = data["meta"]
+    assert (meta["model.name"], meta["model.metric"], meta["model.source"]) == (
+        "tcm-lae-vbr", "mse", "checkpoint"
+    )  # fmt: skip
+    assert meta["paths.model_checkpoint"] == checkpoints["vbr"].name
+    assert (meta["dataset"], meta["dataset.num_images"]) == (crops.name, 2)
+    assert str(crops) not in text and str(checkpoints["vbr"].parent) not in text
+    assert f"{checkpoints['vbr'].name} (" in data["description"]
     for row in data["rows"]:
         assert 0 < row["bits_streams"] < row["bits_file"] < row["bits_streams"] + 8 * 100
     fits = {(f["image"], f["rate"], f["slope_mode"]): f for f in data["fits"]}
@@ -242,8 +252,9 @@ def test_rlambda_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
     files = write_rlambda(summary, rows, tmp_path, "tiny model", plot_images=1)
     assert {p.name for p in files.values()} == {"rlambda.json", "rlambda.md", "rlambda.png"}
     data = json.loads(files["json"].read_text())
-    assert list(data) == ["description", "summary", "fits", "rows"]
+    assert list(data) == ["description", "meta", "summary", "fits", "rows"]
     assert data["description"] == "tiny model" and data["rows"] == rows
+    assert {"git.commit", "command", "date", "lae_vbr.version"} <= set(data["meta"])
 
 
 def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
@@ -256,7 +267,8 @@ def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> No
     assert [s["method"] for s in summary] == ["ours", "bisection"]
     assert summary[0]["encodes_max"] <= 2 and summary[1]["encodes_max"] <= 2
     files = write_ratecontrol(summary, rows, tmp_path)
-    assert list(json.loads(files["json"].read_text())) == ["description", "summary", "rows"]
+    data = json.loads(files["json"].read_text())
+    assert list(data) == ["description", "meta", "summary", "rows"]
     with pytest.raises(StudyError, match="need a calibration"):
         rate_control_methods(["ours", "global"])
 
@@ -274,6 +286,7 @@ def test_dlm_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
     assert {p.name for p in files.values()} == {"dlm.json", "dlm.md", "dlm.png"}
     assert list(json.loads(files["json"].read_text())) == [
         "description",
+        "meta",
         "bd_rate",
         "curves",
         "rows",

@@ -60,17 +60,28 @@ def test_summary_collects_every_run_into_one_plot_and_table(tmp_path: Path) -> N
     files = summarize(_summary_cfg(tmp_path / "out", overrides))
 
     assert (tmp_path / "out" / "rd.png").is_file()
-    assert {p.stem for p in (tmp_path / "out" / "results").glob("*.json")} == {
-        "vbr_a", "vbr_b", "fixed_tcm_tiny"
+    results = tmp_path / "out" / "results"
+    assert {p.stem for p in results.glob("*.json")} == {
+        "tcm-lae-vbr-mse-vbr_a", "tcm-lae-vbr-mse-vbr_b", "tcm-mse"
     }  # fmt: skip
-    fixed = json.loads((tmp_path / "out" / "results" / "fixed_tcm_tiny.json").read_text())
+    fixed = json.loads((results / "tcm-mse.json").read_text())
     assert sorted(fixed["results"]["lmbda"]) == [0.0025, 0.05]  # the two runs, one curve
-    vbr = json.loads((tmp_path / "out" / "results" / "vbr_a.json").read_text())
+    assert fixed["meta"]["model.name"] == "tcm" and fixed["meta"]["model.metric"] == "mse"
+    assert fixed["meta"]["model.run"] == ["fixed_tcm_tiny_l0.05", "fixed_tcm_tiny_l0.0025"]
+    # two runs of one architecture: CompressAI's name in their own files, the run's name added
+    # where they meet
+    own = json.loads((sweep / "0_vbr_a" / "eval" / "results" / "tcm-lae-vbr-mse.json").read_text())
+    assert own["name"] == "tcm-lae-vbr-mse" and own["meta"]["model.run"] == "vbr_a"
+    vbr = json.loads((results / "tcm-lae-vbr-mse-vbr_a.json").read_text())
+    assert vbr["name"] == "tcm-lae-vbr-mse (vbr_a)" and vbr["meta"] == own["meta"]
     assert sorted(vbr["results"]["lmbda_idx"]) == [0.0, 2.5, 5.0]
     table = json.loads(files["bd_rate_json"].read_text())["results"]
     pairs = {(r["test"], r["anchor"]) for r in table}
-    assert ("vbr_a", "vbr_b") in pairs and ("vbr_b", "fixed_tcm_tiny") in pairs
-    assert "| vbr_a |" in files["bd_rate_md"].read_text()
+    a, b = "tcm-lae-vbr-mse (vbr_a)", "tcm-lae-vbr-mse (vbr_b)"
+    assert (a, b) in pairs and (b, "tcm-mse") in pairs
+    assert f"| {a} |" in files["bd_rate_md"].read_text()
+    written = [*(tmp_path / "out").rglob("*.json"), *sweep.glob("*/eval/**/*.json")]
+    assert not [p for p in written if str(tmp_path) in p.read_text()]  # no machine paths
 
     # Every run keeps its evaluation; a second summary reuses it instead of coding again.
     cached = sorted(sweep.glob("*/eval/results/*.json"))

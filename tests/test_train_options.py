@@ -61,6 +61,8 @@ def _refused(tmp_path: Path, overrides: list[str], message: str) -> None:
         (["optim.clip_algorithm=sideways"], "norm or value"),
         (["trainer.accumulate_grad_batches=0"], "whole number of batches"),
         (["compile=fast"], "true, false or torch.compile options"),
+        (["trainer=cpu", "compile=true"], r"inductor backend.*CPU.*backend: eager"),
+        (["trainer=cpu", "compile={backend: inductor}"], "segmentation fault"),
         (["ckpt_path=/no/such/last.ckpt"], "no such file; resume from a run's"),
     ],
 )
@@ -68,6 +70,12 @@ def test_refused_before_training(
     tmp_path: Path, no_gpu: None, overrides: list[str], message: str
 ) -> None:
     _refused(tmp_path, overrides, message)
+
+
+def test_compile_on_the_cpu_takes_another_backend(tmp_path: Path, no_gpu: None) -> None:
+    """Only inductor is refused on the CPU; other backends pass the checks."""
+    training.validate_config(make_cfg(tmp_path, [*TINY_RUN, "compile={backend: eager}"]))
+    training.validate_config(make_cfg(tmp_path, [*TINY_RUN, "compile=false"]))
 
 
 def test_resume_needs_a_training_checkpoint(tmp_path: Path) -> None:

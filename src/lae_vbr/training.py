@@ -80,13 +80,37 @@ def validate_config(cfg: DictConfig) -> None:
     _check_accelerator(cfg.trainer)
     _check_precision(cfg.trainer)
     _check_optim(cfg.get("optim") or {})
-    if compile_options(cfg.get("compile")) is not None and not _manual(cfg):
-        raise ConfigError(
-            f"compile applies to CompressionModule training, not {cfg.module._target_}"
-        )
+    _check_compile(cfg)
     _check_loggers(cfg.get("logger"))
     if cfg.get("ckpt_path"):
         check_resume_checkpoint(cfg.ckpt_path)
+
+
+def _on_cpu(trainer: Mapping[str, Any]) -> bool:
+    """Whether the trainer will run on the CPU (``auto`` without a CUDA GPU included)."""
+    name = _accelerator_name(trainer.get("accelerator"))
+    return name == "cpu" or (name == "auto" and not torch.cuda.is_available())
+
+
+def _check_compile(cfg: DictConfig) -> None:
+    """``compile`` suits this run. Inductor (torch.compile's default backend) is refused on the
+    CPU: there it builds one C++ kernel per fused op of the codec's forward and backward, and
+    on the 2-core test machine a tcm_tiny quickstart ended in a segmentation fault after
+    about 7 minutes of compiling, taking the run with it; the eager backend works there."""
+    options = compile_options(cfg.get("compile"))
+    if options is None:
+        return
+    if not _manual(cfg):
+        raise ConfigError(
+            f"compile applies to CompressionModule training, not {cfg.module._target_}"
+        )
+    backend = options.get("backend", "inductor")
+    if backend == "inductor" and _on_cpu(cfg.trainer):
+        raise ConfigError(
+            "compile=true uses torch.compile's inductor backend, which crashes (segmentation "
+            "fault) compiling this codec on the CPU; compile on a CUDA GPU, or use "
+            "'compile={backend: eager}' on the CPU (checks the graph, no speed-up)"
+        )
 
 
 def _check_precision(trainer: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .provenance import run_meta
 from .results import EvalError, RDCurve
 
 __all__ = [
@@ -158,12 +159,19 @@ def _cell(r: BDResult | None, min_overlap: float) -> str:
     return f"{r.bd_rate:+.2f} %{flag}"
 
 
-def to_json(results: Sequence[BDResult], method: str, min_overlap: float) -> str:
-    """The table as JSON, with the package version and method it was computed with."""
+def to_json(
+    results: Sequence[BDResult],
+    method: str,
+    min_overlap: float,
+    meta: Mapping[str, Any] | None = None,
+) -> str:
+    """The table as JSON, with the package version and method it was computed with, and the
+    run's ``meta`` (version, commit, command, date; as in the results files) when given."""
     payload = {
         "package": f"bjontegaard {_bjontegaard().__version__}",
         "method": method,
         "min_overlap": min_overlap,
+        **({"meta": dict(meta)} if meta else {}),
         "results": [asdict(r) for r in results],
     }
     return json.dumps(payload, indent=2) + "\n"
@@ -206,6 +214,7 @@ def write_bd_rates(
     markdown = to_markdown(results, settings.min_overlap)
     files = {"bd_rate_md": out / "bd_rate.md", "bd_rate_json": out / "bd_rate.json"}
     files["bd_rate_md"].write_text(markdown)
-    files["bd_rate_json"].write_text(to_json(results, settings.method, settings.min_overlap))
+    text = to_json(results, settings.method, settings.min_overlap, run_meta())
+    files["bd_rate_json"].write_text(text)
     log.info("\n%s", markdown)
     return files

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ from torch import Tensor
 
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.data.tensors import image_to_tensor
+from lae_vbr.paths import portable_path, portable_paths
 
 from .classical import ClassicalCodec
 from .coding import OperatingPoint, code_image, operating_points
 from .inputs import InputImage, open_codec, resolve_device
 from .metrics import average_by, image_metrics, summarize, to_8bit
+from .provenance import codec_meta, curve_name, dataset_meta, merge_meta, run_meta
 from .results import RDCurve, curve_from_points
 
 __all__ = [
@@ -86,6 +88,7 @@ class Measured:
     kind: str  # "model" or "classical"
     rows: list[dict[str, Any]]
     stem: str = ""  # results/<stem>.json; the curve name made file-safe when empty
+    meta: dict[str, Any] = field(default_factory=dict)  # the results file's meta block
 
 
 def _row(
@@ -160,31 +163,41 @@ def measure_checkpoints(
     track: Track = no_progress,
 ) -> Measured:
     """Every checkpoint at its operating points as one model curve (a list of fixed-rate
-    checkpoints gives one point each), named ``name`` or after the checkpoints; ``source``
-    (where the images come from) goes into the description."""
+    checkpoints gives one point each), named ``name`` or CompressAI's ``<arch>-<metric>``;
+    ``source`` (where the images come from) goes into the description and ``meta``. Paths are
+    written portable (:func:`~lae_vbr.paths.portable_paths`): results files are shared."""
     device = resolve_device(settings.device)
-    rows, names = [], []
-    for path in paths:
+    labels = portable_paths(paths)
+    rows, names, metas = [], [], []
+    for path, label in zip(paths, labels, strict=True):
         codec = open_codec(path, device)
         points = operating_points(codec.loaded, settings.lmbda_grid, settings.lmbda_step)
-        names.append(codec.loaded.name)
+        names.append(curve_name(codec.loaded))
+        metas.append(codec_meta(codec, label))
         advance = track(f"{codec.loaded.name} ({path.name})", len(points) * len(images))
         measured = measure_model(codec, images, points, settings.warmup, advance)
-        rows += [{"checkpoint": str(path), **row} for row in measured]
+        rows += [{"checkpoint": label, **row} for row in measured]
         del codec
     description = (
-        f"lae-vbr eval of {', '.join(str(p) for p in paths)} on {len(images)} images of "
-        f"{source}; bpp: the entropy-coded y+z strings; bpp-file: the whole file (header and "
-        "checksum included); psnr-rgb: mean per-image PSNR on 8-bit RGB; psnr-rgb-mean-mse: "
-        f"PSNR of the mean MSE; times on {device.type} with {torch.get_num_threads()} CPU threads"
+        f"lae-vbr eval of {', '.join(labels)} on {len(images)} images of "
+        f"{portable_path(source) if source else 'memory'}; bpp: the entropy-coded y+z strings; "
+        "bpp-file: the whole file (header and checksum included); psnr-rgb: mean per-image PSNR "
+        "on 8-bit RGB; psnr-rgb-mean-mse: PSNR of the mean MSE; times on "
+        f"{device.type} with {torch.get_num_threads()} CPU threads"
     )
-    return Measured(name or "+".join(dict.fromkeys(names)), description, "model", rows)
+    meta = {**merge_meta(metas), **dataset_meta(source, len(images), device), **run_meta()}
+    name = name or "+".join(dict.fromkeys(names))
+    return Measured(name, description, "model", rows, meta=meta)
 
 
 def measure_classical(
-    codec: ClassicalCodec, images: Sequence[InputImage], track: Track = no_progress
+    codec: ClassicalCodec,
+    images: Sequence[InputImage],
+    track: Track = no_progress,
+    source: str = "",
 ) -> Measured:
-    """Encode and decode every image at every quality of ``codec`` in memory."""
+    """Encode and decode every image at every quality of ``codec`` in memory (``source``:
+    where the images come from, for ``meta``)."""
     advance = track(codec.name, len(codec.qualities) * len(images))
     rows = []
     for quality in codec.qualities:
@@ -195,7 +208,14 @@ def measure_classical(
             rows.append(_row(image, point, 8 * nbytes, {}, reconstruction, (enc_t, dec_t)))
             advance()
     log.info("%s: %d qualities measured", codec.name, len(codec.qualities))
-    return Measured(codec.name, codec.description(), "classical", rows, codec.key)
+    meta = {
+        "type": "image",
+        "model.source": "classical",
+        "model.name": codec.key,
+        **dataset_meta(source, len(images), torch.device("cpu")),
+        **run_meta(),
+    }
+    return Measured(codec.name, codec.description(), "classical", rows, codec.key, meta)
 
 
 def curve_of(measured: Measured) -> RDCurve:
@@ -204,4 +224,6 @@ def curve_of(measured: Measured) -> RDCurve:
     points = average_by(measured.rows, _POINT_KEYS[measured.kind])
     for point in points:
         point.pop("checkpoint", None)  # groups a list of checkpoints; not a curve value
-    return curve_from_points(measured.name, measured.description, points, measured.kind)
+    return curve_from_points(
+        measured.name, measured.description, points, measured.kind, measured.meta
+    )

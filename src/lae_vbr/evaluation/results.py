@@ -1,8 +1,11 @@
 """R-D curves in CompressAI's results format, anchors, and per-image rows.
 
-A results file is ``{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...], ...}}``
-with one entry per R-D point in every list, so this project's curves plot and BD-rate beside
-CompressAI's published ones (``../shared/anchors/kodak``). Undefined values (e.g. MS-SSIM on
+A results file is ``{"name", "description", "meta", "results": {"bpp": [...], "psnr-rgb":
+[...], ...}}`` with one entry per R-D point in every list, so this project's curves plot and
+BD-rate beside CompressAI's published ones (``$LAE_VBR_SHARED/anchors/kodak``). ``name`` is
+CompressAI's ``<architecture>-<metric>`` for learned codecs; ``meta`` is CompressAI-Trainer's
+block of flat, dotted keys (see :mod:`.provenance`), optional when reading, so CompressAI's own
+files and this project's older ones (without it) read alike. Undefined values (e.g. MS-SSIM on
 images too small for it) are written as ``null``.
 """
 
@@ -48,6 +51,7 @@ class RDCurve:
     results: dict[str, list[Any]]
     kind: str = "anchor"  # anchor | model | classical (for plots; not written)
     path: Path | None = field(default=None, compare=False)
+    meta: dict[str, Any] = field(default_factory=dict)  # written when not empty
 
     def metric(self, key: str) -> list[float] | None:
         """Values of ``key`` as floats (None → NaN); MS-SSIM in dB is derived when missing."""
@@ -57,8 +61,12 @@ class RDCurve:
         return None if values is None else [_as_float(v) for v in values]
 
     def to_json(self) -> dict[str, Any]:
-        """The results-file content: name, description, results (NaN/inf as None)."""
-        return plain({"name": self.name, "description": self.description, "results": self.results})
+        """The results-file content: name, description, meta (when there is one), results, in
+        CompressAI-Trainer's order (NaN/inf as None)."""
+        meta = {"meta": self.meta} if self.meta else {}
+        return plain(
+            {"name": self.name, "description": self.description, **meta, "results": self.results}
+        )
 
 
 def _as_float(value: Any) -> float:
@@ -66,13 +74,17 @@ def _as_float(value: Any) -> float:
 
 
 def curve_from_points(
-    name: str, description: str, points: Sequence[Mapping[str, Any]], kind: str = "model"
+    name: str,
+    description: str,
+    points: Sequence[Mapping[str, Any]],
+    kind: str = "model",
+    meta: Mapping[str, Any] | None = None,
 ) -> RDCurve:
     """Turn per-point dicts into an :class:`RDCurve` sorted by bpp (keys: their union)."""
     ordered = sorted(points, key=lambda p: float(p["bpp"]))
     keys = list(dict.fromkeys(k for p in ordered for k in p))
     results = {k: [p.get(k) for p in ordered] for k in ["bpp", *[k for k in keys if k != "bpp"]]}
-    return RDCurve(name, description, results, kind)
+    return RDCurve(name, description, results, kind, meta=dict(meta or {}))
 
 
 def write_curve(curve: RDCurve, path: str | PathLike) -> Path:
@@ -98,7 +110,8 @@ def read_curve(path: str | PathLike, kind: str = "anchor") -> RDCurve:
     if any(len(v) != n for v in lists.values()):
         raise EvalError(f"{path}: the lists under 'results' have different lengths")
     name = str(data.get("name") or path.stem)
-    return RDCurve(name, str(data.get("description", "")), lists, kind, path)
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    return RDCurve(name, str(data.get("description", "")), lists, kind, path, meta)
 
 
 def resolve_anchors(

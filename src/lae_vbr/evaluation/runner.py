@@ -133,10 +133,10 @@ def evaluate_with(
     measured: list[Measured] = []
     enabled = bool(cfg.get("progress", True))
     with torch_threads(cfg.get("num_threads")), progress_bar(enabled) as track:
+        source = str(cfg.test_dir)
         if checkpoints:
-            source = str(cfg.test_dir)
             measured.append(measure_checkpoints(checkpoints, images, settings, name, source, track))
-        measured += [measure_classical(codec, images, track) for codec in classical]
+        measured += [measure_classical(codec, images, track, source) for codec in classical]
     report = summarise_rd(measured, anchors, bd)
     title = f"{cfg.get('task_name', 'eval')}: {len(images)} images of {Path(cfg.test_dir).name}"
     write_rd(report, out_dir, bd, (cfg.get("plot") or {}).get("max_bpp"), title)

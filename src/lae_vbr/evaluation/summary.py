@@ -30,10 +30,18 @@ from lae_vbr.models.registry import load_codec
 
 from .bdrate import BDSettings, bd_rate_table
 from .inputs import InputImage, load_test_images
+from .provenance import merge_meta
 from .results import EvalError, RDCurve, curve_from_points, read_curve, resolve_anchors
 from .runner import EvalReport, evaluate_with, write_rd
 
-__all__ = ["find_runs", "merge_curves", "run_curve", "summarize", "sweep_curves"]
+__all__ = [
+    "distinct_names",
+    "find_runs",
+    "merge_curves",
+    "run_curve",
+    "summarize",
+    "sweep_curves",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +116,42 @@ def merge_curves(curves: Sequence[RDCurve]) -> RDCurve:
         for c in curves
         for i in range(len(c.results["bpp"]))
     ]
-    description = f"{len(curves)} fixed-rate runs: " + ", ".join(c.name for c in curves)
-    return curve_from_points(name, description, points, "model")
+    runs = [str(c.meta.get("model.run") or c.name) for c in curves]
+    description = f"{len(curves)} fixed-rate runs: " + ", ".join(runs)
+    meta = merge_meta([c.meta for c in curves])
+    return curve_from_points(name, description, points, "model", meta)
+
+
+def _run_name(curve: RDCurve) -> str | None:
+    run = curve.meta.get("model.run")
+    return run if isinstance(run, str) and run else None
+
+
+def _run_folder(curve: RDCurve) -> str | None:
+    """The run folder of ``<run>/eval/results/<name>.json``, else the file's stem."""
+    if curve.path is None:
+        return None
+    if curve.path.parent.name == "results" and curve.path.parent.parent.name == "eval":
+        return curve.path.parents[2].name
+    return curve.path.stem
+
+
+def distinct_names(curves: Sequence[RDCurve]) -> None:
+    """Curves of one name (runs that differ in what ``<arch>-<metric>`` does not say: the
+    learning rate, the stage of a recipe) get the run's name appended, else its folder's, so
+    that the plot and the table tell them apart; :class:`EvalError` when neither does."""
+    groups: dict[str, list[RDCurve]] = {}
+    for curve in curves:
+        groups.setdefault(curve.name, []).append(curve)
+    for name, group in groups.items():
+        for hint in (_run_name, _run_folder) if len(group) > 1 else ():
+            labels = [hint(c) for c in group]
+            if all(labels) and len(set(labels)) == len(group):
+                for curve, label in zip(group, labels, strict=True):
+                    curve.name = f"{name} ({label})"
+                break
+    if len({c.name for c in curves}) < len(curves):
+        raise EvalError(f"two curves share a name: {[c.name for c in curves]}")
 
 
 def _evaluator(cfg: DictConfig) -> Evaluator:
@@ -148,8 +190,7 @@ def summarize(cfg: DictConfig) -> dict[str, Path]:
     evaluate, again = _evaluator(cfg), bool(cfg.get("reevaluate"))
     curves = sweep_curves(runs, checkpoint, lambda run: run_curve(run, checkpoint, evaluate, again))
     curves += [read_curve(p, kind="model") for p in extra]
-    if len({c.name for c in curves}) < len(curves):
-        raise EvalError(f"two curves share a name: {[c.name for c in curves]}")
+    distinct_names(curves)
     table = bd_rate_table(curves, [*curves, *anchors], bd.metrics, bd.method)
     title = f"{len(curves)} curves from {', '.join(Path(r).name for r in roots) or 'results'}"
     max_bpp = (cfg.get("plot") or {}).get("max_bpp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.evaluation import EvalError
 from lae_vbr.evaluation.files import write_json
 from lae_vbr.evaluation.inputs import InputImage, checkpoint_paths, load_test_images, open_codec
+from lae_vbr.evaluation.provenance import codec_meta, dataset_meta, run_meta
+from lae_vbr.paths import portable_path
 
 __all__ = ["StudyError", "StudyInputs", "study_codec", "study_inputs", "write_record"]
 
@@ -33,12 +35,16 @@ def write_record(
     description: str,
     body: str,
     payload: Mapping[str, Any],
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """``<stem>.json`` (the description, then ``payload``) and ``<stem>.md`` (a title, the
-    description, the Markdown ``body``): the record kept under ``experiments/``. The body is
-    logged too, so a run's console shows the result."""
+    """``<stem>.json`` (the description, a ``meta`` block as in R-D results files: ``meta``
+    (model and test set, :attr:`StudyInputs.meta`) and the run's version, commit, command and
+    date; then ``payload``) and ``<stem>.md`` (a title, the description, the Markdown
+    ``body``): the record kept under ``experiments/``. The body is logged too, so a run's
+    console shows the result."""
     out = Path(out_dir)
-    files = {"json": write_json(out / f"{stem}.json", {"description": description, **payload})}
+    record = {"description": description, "meta": {**(meta or {}), **run_meta()}, **payload}
+    files = {"json": write_json(out / f"{stem}.json", record)}
     files["md"] = out / f"{stem}.md"
     files["md"].write_text(f"# {title}\n\n{description}\n\n{body}")
     log.info("\n%s", body)
@@ -55,6 +61,7 @@ class StudyInputs:
     images: list[InputImage]
     out_dir: Path
     about: str  # "<checkpoint> (<model id>) on <n> images of <folder>", for descriptions
+    meta: dict[str, Any] = field(default_factory=dict)  # model and test set, for write_record
 
 
 def _name(cfg: DictConfig) -> str:
@@ -82,8 +89,11 @@ def study_codec(cfg: DictConfig, variable_rate: bool = True) -> ImageCodec:
 
 def study_inputs(cfg: DictConfig, variable_rate: bool = True) -> StudyInputs:
     """:func:`study_codec`, the first ``cfg.max_images`` of ``cfg.test_dir`` and the run's
-    output folder."""
+    output folder; paths in ``about`` and ``meta`` are portable (records are shared)."""
     codec = study_codec(cfg, variable_rate)
     images = load_test_images(cfg.test_dir, cfg.get("max_images"))
-    about = f"{cfg.checkpoint} ({codec.id}) on {len(images)} images of {cfg.test_dir}"
-    return StudyInputs(codec, images, Path(cfg.paths.output_dir), about)
+    checkpoint, folder = portable_path(cfg.checkpoint), portable_path(cfg.test_dir)
+    about = f"{checkpoint} ({codec.id}) on {len(images)} images of {folder}"
+    device = next(codec.model.parameters()).device
+    meta = {**codec_meta(codec, checkpoint), **dataset_meta(cfg.test_dir, len(images), device)}
+    return StudyInputs(codec, images, Path(cfg.paths.output_dir), about, meta)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -166,9 +166,11 @@ def write_dlm(
     rows: Sequence[dict[str, Any]],
     out_dir: str | PathLike,
     description: str = "",
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``dlm.json`` (description, BD-rates, both curves, rows), ``dlm.md`` and
-    ``dlm.png`` (PSNR against bpp, plain and refined)."""
+    """Write ``dlm.json`` (description, meta, BD-rates, both curves, rows), ``dlm.md`` and
+    ``dlm.png`` (PSNR against bpp, plain and refined); ``meta``: the model and test set
+    (:func:`write_record`)."""
     series = [
         {"x": c.metric("bpp"), "y": c.metric("psnr-rgb"), "label": v, "marker": "o"}
         for v, c in summary.curves.items()
@@ -185,7 +187,8 @@ def write_dlm(
         "rows": list(rows),
     }
     body = _format(summary)
-    files = write_record(out_dir, "dlm", "Latent refinement (DLM)", description, body, payload)
+    title = "Latent refinement (DLM)"
+    files = write_record(out_dir, "dlm", title, description, body, payload, meta)
     return {**files, "png": png}
 
 
@@ -214,4 +217,4 @@ def run(cfg: DictConfig) -> dict[str, Path]:
         f"DLM study of {inputs.about}; schedule {schedule}; bpp = y+z streams; {threads} CPU "
         f"threads; mean refined encode {summary.refined_seconds:.1f} s per image"
     )
-    return write_dlm(summary, rows, inputs.out_dir, description)
+    return write_dlm(summary, rows, inputs.out_dir, description, inputs.meta)

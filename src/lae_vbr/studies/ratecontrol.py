@@ -40,6 +40,7 @@ from lae_vbr.codec.rate_control import RateControlWarning, check_target_bpp
 from lae_vbr.evaluation.coding import lambda_grid
 from lae_vbr.evaluation.files import markdown_table
 from lae_vbr.evaluation.inputs import InputImage, load_test_images, torch_threads
+from lae_vbr.paths import portable_path
 
 from .baselines import (
     CALIBRATED,
@@ -178,9 +179,10 @@ def write_ratecontrol(
     out_dir: str | PathLike,
     description: str = "",
     calibration: Calibration | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``ratecontrol.json`` (description, summary, rows, the calibration used) and
-    ``ratecontrol.md`` (the table)."""
+    """Write ``ratecontrol.json`` (description, meta, summary, rows, the calibration used) and
+    ``ratecontrol.md`` (the table); ``meta``: the model and test set (:func:`write_record`)."""
     payload: dict[str, Any] = {"summary": summary, "rows": list(rows)}
     if calibration is not None:
         payload["calibration"] = {
@@ -189,7 +191,7 @@ def write_ratecontrol(
             "median_slope": calibration.slope,
         }
     body = _format(summary)
-    return write_record(out_dir, "ratecontrol", "Rate control", description, body, payload)
+    return write_record(out_dir, "ratecontrol", "Rate control", description, body, payload, meta)
 
 
 def _calibration(study: DictConfig, codec: ImageCodec) -> Calibration | None:
@@ -216,7 +218,8 @@ def _description(cfg: DictConfig, about: str, threads: int, calibrated: bool) ->
     )
     if calibrated:
         cal = study.calibration
-        text += f"; global curve from {cal.dir} (first {cal.get('max_images')} images)"
+        folder = portable_path(cal.dir)
+        text += f"; global curve from {folder} (first {cal.get('max_images')} images)"
     return text
 
 
@@ -240,6 +243,5 @@ def run(cfg: DictConfig) -> dict[str, Path]:
             inputs.codec, inputs.images, methods, targets, study.target_fractions
         )
     description = _description(cfg, inputs.about, threads, calibration is not None)
-    return write_ratecontrol(
-        summarise_ratecontrol(rows), rows, inputs.out_dir, description, calibration
-    )
+    summary = summarise_ratecontrol(rows)
+    return write_ratecontrol(summary, rows, inputs.out_dir, description, calibration, inputs.meta)

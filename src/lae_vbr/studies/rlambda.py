@@ -16,7 +16,7 @@ Hydra adapter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -213,14 +213,16 @@ def write_rlambda(
     out_dir: str | PathLike,
     description: str = "",
     plot_images: int = 4,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``rlambda.json`` (description, summary, fits, rows), ``rlambda.md`` (the table)
-    and ``rlambda.png`` (the first ``plot_images`` images' points and lines)."""
+    """Write ``rlambda.json`` (description, meta, summary, fits, rows), ``rlambda.md`` (the
+    table) and ``rlambda.png`` (the first ``plot_images`` images' points and lines); ``meta``:
+    the model and test set (:func:`write_record`)."""
     names = list(dict.fromkeys(r["image"] for r in rows))[:plot_images]
     png = _plot(rows, summary.fits, names, Path(out_dir) / "rlambda.png")
     payload = {"summary": summary.by_rate, "fits": summary.fits, "rows": list(rows)}
     body = _format(summary.by_rate)
-    files = write_record(out_dir, "rlambda", "R-λ model", description, body, payload)
+    files = write_record(out_dir, "rlambda", "R-λ model", description, body, payload, meta)
     return {**files, "png": png}
 
 
@@ -236,4 +238,5 @@ def run(cfg: DictConfig) -> dict[str, Path]:
         f"included) and y+z streams; {threads} CPU threads"
     )
     summary = summarise_rlambda(rows)
-    return write_rlambda(summary, rows, inputs.out_dir, description, study.get("plot_images", 4))
+    plot_images = study.get("plot_images", 4)
+    return write_rlambda(summary, rows, inputs.out_dir, description, plot_images, inputs.meta)
