@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -116,6 +117,19 @@ def test_every_experiment_names_its_runs_after_the_swept_choices(
         assert names == ["latent_toy"] * len(names)
         return
     assert len(set(names)) == len(names), names
+
+
+def test_quickstart_curve_rises_with_lambda(tmp_path: Path) -> None:
+    """The quickstart as a user runs it (only the logger off): its validation R-D curve has
+    rate and PSNR rising with the λ index, and it starts from the bundled model."""
+    cfg = make_cfg(tmp_path, ["experiment=quickstart", "logger=none"])
+    metrics = train(cfg)
+    count = len(cfg.lmbda["values"])
+    bpp = [metrics[f"val/bpp/l{i}"] for i in range(count)]
+    psnr = [metrics[f"val/psnr/l{i}"] for i in range(count)]
+    assert all(a < b for a, b in itertools.pairwise(bpp)), bpp
+    assert all(a < b for a, b in itertools.pairwise(psnr)), psnr
+    assert bpp[-1] > 2 * bpp[0]  # a variable-rate model whose rate does vary
 
 
 def test_checkpoint_rebuilds_model_and_resume_continues(

@@ -55,13 +55,18 @@ def summarise_rd(
     bd: BDSettings | None = None,
 ) -> EvalReport:
     """Each codec's rows averaged into a curve, every curve's BD-rate against every anchor
-    (``bd``: default settings when None), and all rows labelled with their codec."""
+    (``bd``: default settings when None), and all rows labelled with their codec. The model
+    curves are also compared with the classical codecs measured in the same run (the same
+    images, PSNR on the same 8-bit output), the comparison a new model is judged by first."""
     bd = bd or BDSettings()
     curves = [curve_of(m) for m in measured]
+    classical = [c for c in curves if c.kind == "classical"]
+    models = [c for c in curves if c.kind != "classical"]
     return EvalReport(
         curves,
         list(anchors),
-        bd_rate_table(curves, anchors, bd.metrics, bd.method),
+        bd_rate_table(curves, anchors, bd.metrics, bd.method)
+        + bd_rate_table(models, classical, bd.metrics, bd.method),
         [{"codec": m.name, **row} for m in measured for row in m.rows],
         {m.name: m.stem for m in measured if m.stem},
     )
