@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import partial
 
@@ -10,6 +11,7 @@ import torch
 
 from helpers import TINY_TCM, randomize_lae, tiny_tcm, tiny_vbr
 from lae_vbr.models import LAE, TCMVBR, ComposedCodec, RateError, VariableRateCodec
+from lae_vbr.models.latent_codec import converted_copy
 from lae_vbr.models.registry import build_codec
 
 
@@ -151,3 +153,28 @@ def test_vbr_state_dict_is_flat_and_reloads() -> None:
 def test_tcmvbr_class_matches_generic_wrapper() -> None:
     direct = TCMVBR(**{k: v for k, v in TINY_TCM.items() if k != "_target_"})
     assert set(direct.state_dict()) == set(tiny_vbr().state_dict())
+
+
+def test_converted_copy_is_deepcopy_then_to() -> None:
+    """The float64 latent codec of every coding call: deepcopy(...).to(dtype), made faster."""
+    model = tiny_tcm().eval()
+    model.update(force=True)
+    codec = model.latent_codec
+    fast = converted_copy(codec, torch.float64)
+    slow = copy.deepcopy(codec).to(torch.float64)
+    a, b = fast.state_dict(keep_vars=True), slow.state_dict(keep_vars=True)
+    assert list(a) == list(b)
+    for key, value in a.items():
+        assert type(value) is type(b[key]) and value.dtype == b[key].dtype
+        assert torch.equal(value, b[key]) and value.requires_grad == b[key].requires_grad
+    assert [type(m) for m in fast.modules()] == [type(m) for m in slow.modules()]
+    # nothing is shared with the original that it could change through the copy
+    storages = {t.untyped_storage().data_ptr() for t in codec.state_dict().values()}
+    assert not storages & {t.untyped_storage().data_ptr() for t in a.values()}
+    for mine, theirs in zip(fast.modules(), codec.modules(), strict=True):
+        assert mine._forward_hooks is not theirs._forward_hooks
+        assert mine._modules is not theirs._modules
+    assert fast.entropy_bottleneck.entropy_coder is not codec.entropy_bottleneck.entropy_coder
+    y = torch.randn(1, TINY_TCM["M"], 4, 4, dtype=torch.float64)
+    with torch.inference_mode():
+        assert fast.compress(y)["strings"] == slow.compress(y)["strings"]

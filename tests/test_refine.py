@@ -15,7 +15,14 @@ from lae_vbr.codec.errors import RateError
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.images import read_image
 from lae_vbr.codec.rate_control import encode_to_bpp
-from lae_vbr.codec.refine import RefineSchedule, refine_encode
+from lae_vbr.codec.refine import (
+    KODAK_PIXELS,
+    RefineSchedule,
+    _descend,
+    _directions,
+    _frozen,
+    refine_encode,
+)
 from lae_vbr.models.entropy import bottleneck_likelihood, ste_round
 from lae_vbr.models.rate import value_of_index as index_to_lmbda
 from lae_vbr.models.registry import PAPER_MSE_LMBDAS, LoadedCodec, save_codec_bundle
@@ -65,12 +72,17 @@ def test_zero_steps_is_the_plain_encoder(codec, image) -> None:
     assert len(result.losses) == 1 and result.best_step == 0
 
 
+@pytest.mark.parametrize("schedule", ["fast", "reference"])
 @pytest.mark.parametrize("idx", [1.5, 4.0])
-def test_refinement_lowers_the_real_rd_loss_and_decodes(codec, image, idx: float) -> None:
+def test_refinement_lowers_the_real_rd_loss_and_decodes(
+    codec, image, idx: float, schedule: str
+) -> None:
     lmbda = index_to_lmbda(codec.lmbdas, idx)
     before = {k: v.clone() for k, v in codec.model.state_dict().items()}
+    flags = [p.requires_grad for p in codec.model.parameters()]
     plain = codec.encode(image, idx)
-    stream, result = refine_encode(codec, image, idx, RefineSchedule(steps=STEPS))
+    chosen = RefineSchedule(STEPS) if schedule == "fast" else RefineSchedule.reference(STEPS)
+    stream, result = refine_encode(codec, image, idx, chosen)
     assert stream.lmbda_idx == pytest.approx(idx) and stream.to_bytes() != plain.to_bytes()
     assert min(result.losses) < result.losses[0] and result.best_step > 0
     assert len(result.losses) <= STEPS + 1
@@ -79,6 +91,7 @@ def test_refinement_lowers_the_real_rd_loss_and_decodes(codec, image, idx: float
     after = codec.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in codec.model.parameters())
+    assert [p.requires_grad for p in codec.model.parameters()] == flags  # unfrozen again
     assert codec.encode(image, idx).to_bytes() == plain.to_bytes()
 
 
@@ -114,6 +127,9 @@ def test_bad_rates_are_rejected(codec, image) -> None:
         refine_encode(codec, image, None)
     with pytest.raises(ValueError, match="steps must be ≥ 0"):
         RefineSchedule(steps=-1)
+    for bad in ({"momentum": 1.0}, {"backoff": 0.0}, {"normalize": 0.0}, {"decay": 1.5}):
+        with pytest.raises(ValueError):
+            RefineSchedule(**bad)
 
 
 @pytest.mark.filterwarnings("ignore::lae_vbr.codec.rate_control.RateControlWarning")
@@ -165,3 +181,57 @@ def test_cli_refine_steps(files, tmp_path, capsys) -> None:
         == 2
     )
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+# -- the optimiser on a known loss ----------------------------------------------------------------
+def _quadratic(target_y: torch.Tensor, target_z: torch.Tensor, calls: list[tuple]):
+    """½‖y − a‖² + ½‖z − b‖² (gradient: y − a, z − b); records each call's y and whether it
+    had a graph."""
+
+    def loss_at(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        calls.append((torch.is_grad_enabled() and y.requires_grad, y.detach().clone()))
+        return 0.5 * ((y - target_y).pow(2).sum() + (z - target_z).pow(2).sum())
+
+    return loss_at
+
+
+def test_reference_schedule_is_plain_sgd_with_decay_and_halving() -> None:
+    """The reference's iterates, written out: y ← y − lr·∇, lr × 0.99 per step."""
+    schedule = RefineSchedule.reference(steps=3)
+    assert (schedule.lr, schedule.decay, schedule.backoff, schedule.min_change) == (
+        800.0, 0.99, 0.5, 1e-5,
+    )  # fmt: skip
+    assert schedule.normalize is None and schedule.momentum == 0
+    assert schedule.step_size(2 * KODAK_PIXELS) == 1600.0  # scaled with the image size
+    a, b = torch.tensor([1.0, -2.0]), torch.tensor([0.5])
+    calls: list[tuple] = []
+    result = _descend(_quadratic(a, b, calls), torch.zeros(2), torch.zeros(1), schedule, 0.3)
+    y, z, lr, expected = torch.zeros(2), torch.zeros(1), 0.3, []
+    for _ in range(4):
+        expected.append(float(0.5 * ((y - a).pow(2).sum() + (z - b).pow(2).sum())))
+        y, z, lr = y - lr * (y - a), z - lr * (z - b), lr * 0.99
+    assert result.losses == pytest.approx(expected)
+    assert [c[0] for c in calls] == [True, True, True, False]  # the last one: without a graph
+    assert result.best_step == 3 and not result.y.requires_grad
+
+
+def test_fast_schedule_steps_are_normalised_and_carry_momentum() -> None:
+    """The first step moves the q-quantile element of |∇| by exactly lr, whatever the
+    gradient's scale; the second adds Nesterov momentum."""
+    schedule = RefineSchedule(steps=1, lr=0.5, momentum=0.0, normalize=0.5)
+    for scale in (1e-4, 1e3):
+        a = scale * torch.arange(1.0, 5.0)  # gradient at 0: −a; its median magnitude: 2·scale
+        calls: list[tuple] = []
+        _descend(_quadratic(a, torch.zeros(1), calls), torch.zeros(4), torch.ones(1), schedule, 0.5)
+        assert torch.allclose(calls[1][1], 0.5 * a / (2 * scale))
+    assert RefineSchedule() == RefineSchedule(6, 1.0, 0.85, 0.5, 0.999, 1.0, 0.0)  # the default
+    d, v = _directions([torch.tensor([2.0])], [torch.tensor([4.0])], RefineSchedule(normalize=None))
+    assert v == [torch.tensor([0.5 * 4.0 + 2.0])] and d == [torch.tensor([2.0 + 0.5 * 4.0])]
+
+
+def test_weights_are_unfrozen_after_a_failure(codec, image) -> None:
+    flags = [p.requires_grad for p in codec.model.parameters()]
+    with pytest.raises(RuntimeError, match="boom"), _frozen(codec.model):
+        assert not any(p.requires_grad for p in codec.model.parameters())
+        raise RuntimeError("boom")
+    assert [p.requires_grad for p in codec.model.parameters()] == flags

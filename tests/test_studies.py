@@ -211,6 +211,7 @@ def test_dlm_study(checkpoints, crops, tmp_path) -> None:
         ("dlm", ["checkpoint={vbr}", "study.lmbda_grid=[0,9]"], "outside the trained range"),
         ("dlm", [], "set checkpoint=PATH"),
         ("dlm", ["checkpoint={vbr}", "study.steps=-2"], "steps must be ≥ 0"),
+        ("dlm", ["checkpoint={vbr}", "study.schedule=magic"], "study.schedule must be one of"),
     ],
 )
 def test_study_bad_input_is_one_line_error(
@@ -271,6 +272,22 @@ def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> No
     assert list(data) == ["description", "meta", "summary", "rows"]
     with pytest.raises(StudyError, match="need a calibration"):
         rate_control_methods(["ours", "global"])
+
+
+def test_dlm_schedules_by_name_with_overrides() -> None:
+    from omegaconf import OmegaConf
+
+    from lae_vbr.studies.dlm import _schedule
+
+    def study(**kw: object) -> RefineSchedule:
+        return _schedule(OmegaConf.create({"schedule": "fast", "steps": None, **kw}))
+
+    assert study() == RefineSchedule()
+    assert study(schedule="reference") == RefineSchedule.reference()
+    assert study(schedule="reference", steps=5, lr=400) == RefineSchedule(
+        5, 400.0, 0.99, 0.0, None, 0.5, 1e-5
+    )
+    assert study(momentum=0).momentum == 0.0 and study(steps=3).steps == 3
 
 
 def test_dlm_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:

@@ -1,24 +1,31 @@
 """Encoder-side latent refinement (the paper's DLM): better latents for a frozen decoder.
 
-The latents y (after the encoder-side LAE) and z are made free variables and moved by plain
-gradient descent on the image's own rate-distortion loss ``bpp + 255²·λ·MSE``, computed
-through the frozen latent codec and decoder path (decoder-side LAE, ``g_s``); the best (y, z)
-seen are entropy coded. Only the encoder changes, so the file is decoded by the normal
-decoder. It works on every composed codec (TCM, CompressAI backbones, with or without LAEs).
+The latents y (after the encoder-side LAE) and z are made free variables and moved by gradient
+descent on the image's own rate-distortion loss ``bpp + 255²·λ·MSE``, computed through the
+frozen latent codec and decoder path (decoder-side LAE, ``g_s``); the best (y, z) seen are
+entropy coded. Only the encoder changes, so the file is decoded by the normal decoder. It works
+on every composed codec (TCM, CompressAI backbones, with or without LAEs).
 
 Rounding inside the latent codec gets a straight-through gradient here (its
 ``straight_through`` mode), so the loss is the rate of the values actually coded (not a noisy
 proxy), its gradient still reaches the latents, and "keep the best step" compares exact values.
+
+Two schedules (:class:`RefineSchedule`): the default takes 6 steps whose length is set by the
+gradient itself (the 99.9th percentile of its magnitude moves a latent by ``lr``) with Nesterov
+momentum, and reaches the loss reduction of the reference's schedule, 20 plain SGD steps
+(:meth:`RefineSchedule.reference`), in a third of its time (``experiments/dlm``).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lae_vbr.losses import RateDistortionLoss
 from lae_vbr.models.composed import ComposedCodec
@@ -47,26 +54,46 @@ KODAK_PIXELS = 768 * 512
 
 @dataclass(frozen=True)
 class RefineSchedule:
-    """The optimiser schedule; the defaults are the reference's.
+    """How the latents are optimised; the defaults are the fast schedule.
 
-    SGD on (y, z) for at most ``steps`` steps with step size ``lr`` (× ``decay`` after every
-    step, halved again when the loss rose), stopping early once the loss changes by less than
-    ``min_change`` (relative) between steps. ``lr`` is the step size for a Kodak-sized image
-    (the reference's setting); the loss is per pixel, so its gradient per latent element
-    shrinks as images grow, and other sizes use ``lr × pixels / KODAK_PIXELS`` so that a step
-    moves each latent element alike.
+    At most ``steps`` gradient steps on (y, z) with step size ``lr`` (× ``decay`` after every
+    step, × ``backoff`` again when the loss rose), stopping early once the loss changes by less
+    than ``min_change`` (relative) between steps. With ``normalize`` = q the gradient of each
+    of y and z is divided by the q-quantile of its magnitude, so a step moves the latents
+    alike whatever the image, its size and λ (the q-th largest element by ``lr``); ``None``
+    takes plain gradient steps, whose ``lr`` is for a Kodak-sized image (the reference's
+    setting) and is scaled by ``pixels / KODAK_PIXELS`` for other sizes, since the per-pixel
+    loss gives each latent element a gradient that shrinks as images grow. ``momentum``
+    (Nesterov) carries part of the previous steps into each step.
     """
 
-    steps: int = 20
-    lr: float = 800.0
-    decay: float = 0.99
-    min_change: float = 1e-5
+    steps: int = 6
+    lr: float = 1.0
+    decay: float = 0.85
+    momentum: float = 0.5
+    normalize: float | None = 0.999
+    backoff: float = 1.0
+    min_change: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"refinement steps must be ≥ 0, got {self.steps}")
         if not (self.lr > 0 and 0 < self.decay <= 1 and self.min_change >= 0):
             raise ValueError("refinement needs lr > 0, 0 < decay ≤ 1 and min_change ≥ 0")
+        if not (0 <= self.momentum < 1 and 0 < self.backoff <= 1):
+            raise ValueError("refinement needs 0 ≤ momentum < 1 and 0 < backoff ≤ 1")
+        if self.normalize is not None and not 0 < self.normalize <= 1:
+            raise ValueError(f"normalize is a quantile in (0, 1], got {self.normalize}")
+
+    @classmethod
+    def reference(cls, steps: int = 20) -> RefineSchedule:
+        """The reference's schedule: plain SGD, step size 800 × 0.99ⁿ, halved when the loss
+        rose, stopping when it changes by less than 10⁻⁵ (for studies and comparisons)."""
+        return cls(steps, 800.0, 0.99, momentum=0.0, normalize=None, backoff=0.5, min_change=1e-5)
+
+    def step_size(self, pixels: int) -> float:
+        """The first step size for an image of ``pixels`` pixels (see the class doc)."""
+        return self.lr if self.normalize is not None else self.lr * pixels / KODAK_PIXELS
 
 
 @dataclass
@@ -120,10 +147,25 @@ def refine_latents(
         x_hat = crop_image(model.synthesis(coded["y_hat"], lmbdas), height, width).clamp(0, 1)
         return loss_fn({"x_hat": x_hat, "likelihoods": coded["likelihoods"]}, x)["loss"]
 
-    lr = schedule.lr * height * width / KODAK_PIXELS
-    result = _descend(loss_at, y, z, schedule, lr, on_step)
+    with _frozen(model):
+        result = _descend(loss_at, y, z, schedule, schedule.step_size(height * width), on_step)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The weights without ``requires_grad`` for the duration: the backward pass then computes
+    only the gradients of the latents, and the forward keeps less for it (about 10 % of a
+    step). The flags are restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _descend(
@@ -134,34 +176,62 @@ def _descend(
     lr: float,
     on_step: OnStep | None = None,
 ) -> RefineResult:
-    """The reference's gradient descent on (y, z), keeping the best step."""
+    """Gradient descent on (y, z) by ``schedule``, keeping the best step. The loss after the
+    last step is evaluated without a graph (nothing is differentiated there)."""
     result = RefineResult(y.detach().clone(), z.detach().clone())
     best = float("inf")
+    velocity: list[Tensor] | None = None
     for step in range(schedule.steps + 1):
-        y.requires_grad_(True)
-        z.requires_grad_(True)
-        with torch.enable_grad():
+        last = step == schedule.steps
+        y, z = y.detach().requires_grad_(not last), z.detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
             loss = loss_at(y, z)
-            value = float(loss.detach())
-            if value < best:
-                best, result.best_step = value, step
-                result.y, result.z = y.detach().clone(), z.detach().clone()
-            previous = result.losses[-1] if result.losses else None
-            result.losses.append(value)
-            if on_step is not None:
-                on_step(step, schedule.steps)
-            if step == schedule.steps:
+        value = float(loss.detach())
+        if value < best:
+            best, result.best_step = value, step
+            result.y, result.z = y.detach().clone(), z.detach().clone()
+        previous = result.losses[-1] if result.losses else None
+        result.losses.append(value)
+        if on_step is not None:
+            on_step(step, schedule.steps)
+        if last:
+            break
+        if previous is not None:
+            if schedule.min_change and abs(previous - value) <= schedule.min_change * abs(previous):
                 break
-            if previous is not None:
-                if abs(previous - value) <= schedule.min_change * abs(previous):
-                    break
-                if value > previous:
-                    lr *= 0.5
-            grad_y, grad_z = torch.autograd.grad(loss, (y, z))
-        y = (y - lr * grad_y).detach()
-        z = (z - lr * grad_z).detach()
+            if value > previous:
+                lr *= schedule.backoff
+        grads = torch.autograd.grad(loss, (y, z))
+        directions, velocity = _directions(grads, velocity, schedule)
+        y, z = (t.detach() - lr * d for t, d in zip((y, z), directions, strict=True))
         lr *= schedule.decay
     return result
+
+
+def _directions(
+    grads: Sequence[Tensor], velocity: list[Tensor] | None, schedule: RefineSchedule
+) -> tuple[list[Tensor], list[Tensor] | None]:
+    """The step directions (normalised gradients, with Nesterov momentum) and the velocity."""
+    directions = [
+        g if schedule.normalize is None else g / _quantile_of_magnitude(g, schedule.normalize)
+        for g in grads
+    ]
+    if not schedule.momentum:
+        return directions, None
+    m = schedule.momentum
+    velocity = (
+        directions
+        if velocity is None
+        else [m * v + d for v, d in zip(velocity, directions, strict=True)]
+    )
+    return [d + m * v for d, v in zip(directions, velocity, strict=True)], velocity
+
+
+def _quantile_of_magnitude(g: Tensor, q: float) -> Tensor:
+    """The q-quantile of ``|g|`` (the k-th smallest value, exact), never below 1e-30."""
+    flat = g.detach().abs().flatten()
+    k = min(flat.numel(), max(1, math.ceil(q * flat.numel())))
+    return flat.kthvalue(k).values.clamp_min(1e-30)
 
 
 def refine_encode(

@@ -2,8 +2,12 @@
 
 ``TCM`` and ``TCMVBR`` are registered in CompressAI's model registry as ``tcm`` and
 ``tcm-vbr`` (``compressai.zoo.image_models`` style: ``compressai.registry.MODELS["tcm"]``).
+
+CompressAI is imported without its point-cloud, dataset and zoo subpackages (they load on first
+use): see :mod:`._lean_compressai`, imported first for that reason.
 """
 
+from . import _lean_compressai  # noqa: F401  (first: before any CompressAI import)
 from .composed import ComposedCodec, LearnedCodec
 from .compressai_backbone import CompressAIBackbone, CompressAIHyperprior
 from .gain_vbr import GainVariableRate

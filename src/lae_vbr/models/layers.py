@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from compressai.layers import AttentionBlock, ResidualBlock, conv1x1
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 __all__ = ["WindowAttention", "SwinLayer", "ConvTransBlock", "SwinPair", "SWAtten"]
 
@@ -113,13 +112,23 @@ class SwinLayer(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
         self.msa = WindowAttention(dim, head_dim, window_size, kind)
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.drop_path = _drop_path(drop_path)
         self.ln2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.msa(self.ln1(x)))
         return x + self.drop_path(self.mlp(self.ln2(x)))
+
+
+def _drop_path(rate: float) -> nn.Module:
+    """Stochastic depth (per sample) at ``rate``, or the identity; torchvision (an import of
+    seconds, with torch._dynamo) is imported only for a model trained with it."""
+    if rate <= 0:
+        return nn.Identity()
+    from torchvision.ops import StochasticDepth
+
+    return StochasticDepth(rate, "row")
 
 
 def _pad_to_windows(x: Tensor, window: int) -> tuple[Tensor, int, int]:

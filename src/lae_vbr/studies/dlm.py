@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -192,16 +192,22 @@ def write_dlm(
     return {**files, "png": png}
 
 
+#: The study's schedules by name (``study.schedule``).
+SCHEDULES = {"fast": RefineSchedule(), "reference": RefineSchedule.reference()}
+_OVERRIDES = ("steps", "lr", "decay", "momentum", "backoff", "min_change")
+
+
 def _schedule(study: DictConfig) -> RefineSchedule:
+    """The named schedule with the ``study.<field>`` values that are not null."""
+    name = str(study.get("schedule") or "fast")
+    if name not in SCHEDULES:
+        raise StudyError(f"study.schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    preset = SCHEDULES[name]
+    given = {k: study.get(k) for k in _OVERRIDES if study.get(k) is not None}
     try:
-        return RefineSchedule(
-            steps=int(study.steps),
-            lr=float(study.lr),
-            decay=float(study.decay),
-            min_change=float(study.min_change),
-        )
+        return replace(preset, **{k: type(getattr(preset, k))(v) for k, v in given.items()})
     except ValueError as err:
-        raise StudyError(f"study.steps/lr/decay/min_change: {err}") from err
+        raise StudyError(f"study.{'/'.join(given) or 'schedule'}: {err}") from err
 
 
 def run(cfg: DictConfig) -> dict[str, Path]:

@@ -1,0 +1,184 @@
+"""Latent refinement: the fast default schedule against the reference's, time and loss reduction.
+
+    OMP_NUM_THREADS=1 python experiments/dlm/compare_schedules.py --images kodim04,kodim08 \
+        --lmbda-idx 1,4 --baseline-rev 7adf4d3 --out experiments/dlm/schedules.json
+
+For every image and λ index, in one process and on one thread, three refined encodes are run
+back to back, their order rotating from point to point (so a change in the machine's load hits
+each alike): ``fast`` (:class:`RefineSchedule`'s defaults), ``reference``
+(:meth:`RefineSchedule.reference`, the same loop) and, with ``--baseline-rev``, ``today``: the
+reference schedule run by ``src/lae_vbr/codec/refine.py`` as it was at that revision (loaded
+from git into this process, so it drives the same model). Per encode: the wall time of
+``refine_encode`` (analysis, refinement, entropy coding), the reduction of the image's loss
+``bpp + 255²·λ·MSE`` as the refinement measures it (best step against the unrefined latent,
+the study's "loss reduction"), and the same loss of the real file (its y+z bytes, the decoded
+image) against the plain encode's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.codec.images import read_image
+from lae_vbr.codec.refine import RefineSchedule, refine_encode
+from lae_vbr.models.rate import value_of_index
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _baseline_refine(rev: str) -> ModuleType:
+    """``lae_vbr/codec/refine.py`` of git revision ``rev``, as a module of this package."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:src/lae_vbr/codec/refine.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader("lae_vbr.codec._refine_baseline", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "lae_vbr.codec"  # its relative imports: this tree's modules
+    sys.modules[spec.name] = module
+    exec(compile(source, f"{rev}:refine.py", "exec"), vars(module))
+    return module
+
+
+def _real_loss(codec: ImageCodec, stream, x: torch.Tensor, lmbda: float) -> float:
+    """bpp of the y+z bytes + 255²·λ·MSE of what the normal decoder reconstructs."""
+    x_hat = codec.decode(stream)
+    bits = 8 * (len(stream.y_string) + len(stream.z_string))
+    return bits / (x.shape[-2] * x.shape[-1]) + 255**2 * lmbda * float((x_hat - x).pow(2).mean())
+
+
+def _variants(baseline: ModuleType | None) -> dict:
+    """name → a function (codec, x, idx) → (stream, losses) of one refined encode."""
+
+    def ours(schedule: RefineSchedule):
+        def run(codec, x, idx):
+            stream, result = refine_encode(codec, x, idx, schedule)
+            return stream, result.losses
+
+        return run
+
+    variants = {"fast": ours(RefineSchedule()), "reference": ours(RefineSchedule.reference())}
+    if baseline is not None:
+
+        def today(codec, x, idx):
+            stream, result = baseline.refine_encode(codec, x, idx, baseline.RefineSchedule())
+            return stream, result.losses
+
+        variants["today"] = today
+    return variants
+
+
+def _measure(codec, name: str, x, idx: float, variants: dict, turn: int) -> list[dict]:
+    """One row per variant for one image and λ index, variants in a rotated order."""
+    lmbda = value_of_index(codec.lmbdas, idx)
+    plain = _real_loss(codec, codec.encode(x, idx), x, lmbda)
+    order = list(variants)
+    order = order[turn % len(order) :] + order[: turn % len(order)]
+    rows = []
+    for variant in order:
+        start = time.perf_counter()
+        stream, losses = variants[variant](codec, x, idx)
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                "image": name,
+                "lmbda_idx": idx,
+                "variant": variant,
+                "seconds": round(seconds, 3),
+                "steps_run": len(losses) - 1,
+                "loss_reduction": 1 - min(losses) / losses[0],
+                "real_loss_reduction": 1 - _real_loss(codec, stream, x, lmbda) / plain,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Per variant: mean reductions, median and total time; time ratios per point."""
+    out: dict = {}
+    by_point: dict = {}
+    for r in rows:
+        by_point.setdefault((r["image"], r["lmbda_idx"]), {})[r["variant"]] = r
+    for variant in {r["variant"] for r in rows}:
+        mine = [r for r in rows if r["variant"] == variant]
+        ratios = {
+            base: [p[variant]["seconds"] / p[base]["seconds"] for p in by_point.values()]
+            for base in ("reference", "today")
+            if all(base in p for p in by_point.values())
+        }
+        out[variant] = {
+            "mean_loss_reduction": round(statistics.mean(r["loss_reduction"] for r in mine), 5),
+            "mean_real_loss_reduction": round(
+                statistics.mean(r["real_loss_reduction"] for r in mine), 5
+            ),
+            "median_seconds": round(statistics.median(r["seconds"] for r in mine), 2),
+            "total_seconds": round(sum(r["seconds"] for r in mine), 1),
+            **{
+                f"time_vs_{base}": {
+                    "median": round(statistics.median(v), 3),
+                    "min": round(min(v), 3),
+                    "max": round(max(v), 3),
+                }
+                for base, v in ratios.items()
+            },
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kodak", type=Path, default=ROOT.parent / "shared" / "data" / "kodak")
+    parser.add_argument("--images", default="kodim04,kodim08,kodim13,kodim15,kodim19,kodim23")
+    parser.add_argument("--lmbda-idx", default="1,4")
+    parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
+    parser.add_argument("--baseline-rev", help="also time the refine.py of this git revision")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    codec = ImageCodec.load(args.checkpoint)
+    baseline = _baseline_refine(args.baseline_rev) if args.baseline_rev else None
+    variants = _variants(baseline)
+    rows, turn = [], 0
+    for name in args.images.split(","):
+        x = read_image(args.kodak / f"{name}.png")
+        for idx in (float(v) for v in args.lmbda_idx.split(",")):
+            rows += _measure(codec, name, x, idx, variants, turn)
+            turn += 1
+    summary = _summary(rows)
+    print(json.dumps(summary, indent=2))
+    record = {
+        "model": str(codec.id),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "schedules": {
+            "fast": repr(RefineSchedule()),
+            "reference": repr(RefineSchedule.reference()),
+            **({"today": f"refine.py at {args.baseline_rev}"} if baseline else {}),
+        },
+        "summary": summary,
+        "rows": rows,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
