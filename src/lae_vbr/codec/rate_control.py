@@ -258,7 +258,12 @@ def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
     measured there, search again (the estimates already made still count), encode; returns
     whether the target lies beyond an end of the range."""
     ratio, idx, misses, clamped = 1.0, run.start, 0, None
-    rtol = min(max(run.goal.tolerance / 2, 1e-4), 1e-3)
+    # before any file, the estimate's own error (a fraction of a percent to 2 %) dominates:
+    # searching it closer than the tolerance buys little; after, the ratio makes it exact
+    first, then = (
+        min(max(run.goal.tolerance, 1e-4), 2e-3),
+        min(max(run.goal.tolerance / 2, 1e-4), 1e-3),
+    )
     raw: dict[float, float] = {}  # every estimate made: index → bits
 
     def estimate(i: float) -> float:
@@ -267,7 +272,7 @@ def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
 
     while not run.limit(result):
         aim, known = run.goal.aim(misses), {i: ratio * v for i, v in raw.items()}
-        probes = _PROBES if not raw else 3
+        rtol, probes = (first, _PROBES) if not raw else (then, 3)
         idx, clamped = search_estimates(
             run.coder.rates, estimate, aim, known, idx, rtol, run.slope, probes
         )
@@ -309,8 +314,8 @@ def _rlambda_method(run: _Run, result: RateControlResult) -> str | None:
 _METHOD_RUNNERS = {"estimate": _estimate_method, "rlambda": _rlambda_method}
 #: Default ``tolerance`` per method and target kind: a bit rate is met when the file is this
 #: close (relative); a budget is met when the file is at most this far below it.
-_TOLERANCE = {("estimate", "bpp"): 0.002, ("rlambda", "bpp"): 0.0, ("estimate", "size"): 0.005,
-              ("rlambda", "size"): 0.005}  # fmt: skip
+_TOLERANCE = {("estimate", "bpp"): 0.002, ("rlambda", "bpp"): 0.0, ("estimate", "size"): 0.003,
+              ("rlambda", "size"): 0.003}  # fmt: skip
 
 
 def _control(run: _Run, method: str, target_bpp: float, max_bytes: int | None) -> RateControlResult:
@@ -435,7 +440,7 @@ def encode_to_size(
     """Code ``x`` into a file of at most ``max_bytes`` (a number, or text such as ``"20k"``:
     see :mod:`.targets`), as large as possible: the largest file made that fits.
 
-    The same search as :func:`encode_to_bpp`; ``tolerance`` (default 0.005) is how far below
+    The same search as :func:`encode_to_bpp`; ``tolerance`` (default 0.003) is how far below
     the budget a file may be to stop. When none of the ``max_encodes`` files fits (rare: the
     second one aims below the budget by the measured file / estimate ratio), up to four more
     are made; a budget below the smallest file the model makes gives that file and a warning.
