@@ -153,6 +153,8 @@ def test_ratecontrol_study(checkpoints, crops, tmp_path) -> None:
             f"test_dir={crops}",
             "max_images=2",
             "study.target_fractions=[0.3,0.7]",
+            f"study.methods=[{','.join(METHODS)}]",
+            "study.psnr_methods=[interpolate,secant,bisection]",
             "study.psnr_fractions=[0.5]",
             "study.total_size_fractions=[0.5]",
             f"study.calibration.dir={crops}",
@@ -185,7 +187,7 @@ def test_ratecontrol_study(checkpoints, crops, tmp_path) -> None:
     assert len(sets) == 1 and len(sets[0]["per_image"]) == 2
     assert data["calibration"]["lmbda_idx"] == [0.0, 2.5, 5.0]
     text = (tmp_path / "ratecontrol.md").read_text()
-    assert "real encodes" in text and "### psnr" in text and "time / plain encode" in text
+    assert "real encodes" in text and "### psnr" in text and "CPU time / plain encode" in text
 
 
 def test_dlambda_study(checkpoints, crops, tmp_path) -> None:
@@ -289,7 +291,9 @@ def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> No
     assert [r["method"] for r in rows] == ["estimate", "bisection"]
     low, high = rows[0]["image_range"]
     assert rows[0]["target"] == pytest.approx((low + high) / 2) and rows[0]["in_range"]
-    assert rows[0]["time_ratio"] == pytest.approx(rows[0]["seconds"] / rows[0]["plain_seconds"])
+    assert rows[0]["time_ratio"] == pytest.approx(
+        rows[0]["cpu_seconds"] / rows[0]["plain_cpu_seconds"]
+    )
     summary = summarise_ratecontrol(rows)
     assert [s["method"] for s in summary] == ["estimate", "bisection"]
     assert summary[0]["encodes_max"] <= 2 and summary[1]["encodes_max"] <= 2

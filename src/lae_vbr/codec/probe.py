@@ -55,16 +55,18 @@ class ImageProbe:
     Args:
         codec: a variable-rate codec with an encoder-side LAE (RateError otherwise).
         x: the image, (1, 3, H, W) or (3, H, W) in [0, 1].
+        coder: the latent codec in the coding arithmetic, when a caller coding several images
+            has one (the conversion copies the latent codec: a tenth of an encode).
     """
 
-    def __init__(self, codec: ImageCodec, x: Tensor) -> None:
+    def __init__(self, codec: ImageCodec, x: Tensor, coder: nn.Module | None = None) -> None:
         codec.require_variable_rate("rate control")
         self.codec = codec
         self.model = codec.model
         self.x = codec.check_image(x).to(codec._device())
         self.rates = RateModel(self.model, self.x)  # runs g_a once
         self.num_pixels = self.rates.num_pixels
-        self._coder: nn.Module | None = None  # the latent codec in the coding arithmetic
+        self._coder = coder  # the latent codec in the coding arithmetic, made on first use
         self._estimates: dict[float, float] = {}
         self.estimates = self.reconstructions = self.encodes = 0
 
@@ -146,7 +148,8 @@ class ProbeSet:
     """Several images priced and coded together at one λ index (equal slope for all)."""
 
     def __init__(self, codec: ImageCodec, images: Sequence[Tensor]) -> None:
-        self.probes = [ImageProbe(codec, x) for x in images]
+        coder = in_arithmetic(codec.model.latent_codec, codec.arithmetic)
+        self.probes = [ImageProbe(codec, x, coder) for x in images]
         self.rates = SetRateModel([p.rates for p in self.probes])
         self.num_pixels = self.rates.num_pixels
 

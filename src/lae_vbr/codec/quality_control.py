@@ -32,7 +32,7 @@ from .errors import RateError
 from .image_codec import ImageCodec
 from .probe import ImageProbe
 from .rate_control import RateControlWarning
-from .search import Point, next_s
+from .search import Point, next_position
 from .targets import TargetError, check_positive
 
 __all__ = ["QUALITY_METHODS", "THEORY_DB_PER_BIT", "QualityResult", "encode_to_psnr"]
@@ -111,7 +111,7 @@ def _next_index(state: _Rounds, method: str, prior: float) -> float:
     curve = state.probe.rates
     if len(state.points) == 1 and method == "interpolate":
         return curve.max_index if state.target > state.points[0][2] else 0.0
-    return curve.solve(next_s(state.points, state.target, prior))[0]
+    return curve.solve(next_position(state.points, state.target, prior))[0]
 
 
 def _final_index(state: _Rounds, prior: float) -> tuple[float, str | None]:
@@ -123,7 +123,7 @@ def _final_index(state: _Rounds, prior: float) -> tuple[float, str | None]:
         return idx, "low"
     if idx == curve.max_index and psnr < target and not any(p[2] > target for p in state.points):
         return idx, "high"
-    return curve.solve(next_s(state.points, target, prior))  # clamped: beyond by the line
+    return curve.solve(next_position(state.points, target, prior))  # clamped: beyond by the line
 
 
 def _predicted(state: _Rounds, idx: float) -> tuple[float, bool]:

@@ -35,7 +35,7 @@ from .errors import RateError
 from .image_codec import ImageCodec
 from .probe import ImageProbe, ProbeSet, StreamSet
 from .rate_model import MaskSumCurve
-from .search import search_estimates
+from .search import IndexAxis, search_estimates
 from .targets import TargetError, check_positive, parse_size
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ __all__ = [
 METHODS = ("estimate", "rlambda")
 #: Extra real encodes a size budget may take when none of the first ones fits.
 _EXTRA_FOR_BUDGET = 4
-#: New estimates in the first search, at most (later ones: 3).
+#: New estimates in the first search, at most (later ones: 2).
 _PROBES = 5
 
 
@@ -253,6 +253,25 @@ class _Run:
         return fits or n >= self.max_encodes + _EXTRA_FOR_BUDGET
 
 
+def _rlambda_step(
+    run: _Run, estimate: Callable[[float], float], idx: float, aim: float, rtol: float
+) -> float:
+    """The first estimate, at ``idx``; unless it is within ``rtol`` of ``aim``, the index
+    where the R-λ line through it (C = estimate − slope·Σ log₂ m) meets the aim."""
+    value = estimate(idx)
+    if abs(value / aim - 1) <= rtol:
+        return idx
+    s_now = run.coder.rates.bits(idx)
+    return run.coder.rates.solve(s_now + (aim - value) / run.slope)[0]
+
+
+def _index_slope(run: _Run) -> float:
+    """The R-λ line's slope per unit of λ index, averaged over the range: the fallback step
+    of a search on the index while two estimates give no usable slope."""
+    knots, sums = run.coder.rates.grid()
+    return run.slope * float(sums[-1] - sums[0]) / float(knots[-1] - knots[0])
+
+
 def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
     """Search the estimates, encode, rescale every estimate by the file / estimate ratio
     measured there, search again (the estimates already made still count), encode; returns
@@ -270,20 +289,28 @@ def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
         raw[i] = run.coder.estimate_bits(i)
         return ratio * raw[i]
 
+    axis, prior = IndexAxis(run.coder.rates.max_index), _index_slope(run)
     while not run.limit(result):
-        aim, known = run.goal.aim(misses), {i: ratio * v for i, v in raw.items()}
-        rtol, probes = (first, _PROBES) if not raw else (then, 3)
+        aim = run.goal.aim(misses)
+        if not raw:
+            idx = _rlambda_step(run, estimate, idx, aim, first)
+        known = {i: ratio * v for i, v in raw.items()}
+        # after a file the rescaled estimates are close: up to two more tighten the bracket,
+        # then the line through the nearest two is trusted (the next file measures it)
+        later = bool(result.attempts)
+        rtol, probes = (then, 2) if later else (first, _PROBES)
         idx, clamped = search_estimates(
-            run.coder.rates, estimate, aim, known, idx, rtol, run.slope, probes
+            axis, estimate, aim, known, idx, rtol, prior, probes, trust_line=later
         )
         if any(a.lmbda_idx == idx for a in result.attempts):
             break  # the search lands where a file exists: nothing new to try
         bits = run.code(result, idx)
-        ratio = bits / raw[idx]  # the file against its estimate
         misses += not run.goal.fits(bits)
         beyond = clamped is not None and (bits > aim if clamped == "low" else bits < aim)
-        if run.goal.accepts(bits) or beyond:
+        if run.goal.accepts(bits) or beyond or run.limit(result):
             break
+        ratio = 1.0  # the file against its (unscaled) estimate, estimated if need be
+        ratio = bits / estimate(idx)
     if clamped is not None:
         result.achievable = tuple(  # type: ignore[assignment]
             estimate(i) / run.coder.num_pixels for i in (0.0, run.coder.rates.max_index)
@@ -318,9 +345,11 @@ _TOLERANCE = {("estimate", "bpp"): 0.002, ("rlambda", "bpp"): 0.0, ("estimate", 
               ("rlambda", "size"): 0.003}  # fmt: skip
 
 
-def _control(run: _Run, method: str, target_bpp: float, max_bytes: int | None) -> RateControlResult:
-    """Run ``method``, time it, and warn when the target lies beyond the range."""
-    began = time.perf_counter()
+def _control(
+    run: _Run, method: str, target_bpp: float, max_bytes: int | None, began: float
+) -> RateControlResult:
+    """Run ``method``, time it from ``began`` (before the analysis pass, which counts), and
+    warn when the target lies beyond the range."""
     result = RateControlResult(target_bpp, max_bytes=max_bytes, method=method)
     clamped = _METHOD_RUNNERS[method](run, result)
     result.seconds = time.perf_counter() - began
@@ -419,11 +448,12 @@ def encode_to_bpp(
     """
     target = check_target_bpp(target_bpp)
     tolerance, start, max_encodes, slope = _setup(codec, method, "bpp", options)
+    began = time.perf_counter()
     probe = ImageProbe(codec, x)
     goal = _Goal(target * probe.num_pixels, tolerance)
     encode = _image_encoder(codec, probe, refine, on_step)
     run = _Run(probe, encode, goal, start, slope, max_encodes, on_encode)
-    return _control(run, method, target, None)
+    return _control(run, method, target, None, began)
 
 
 def encode_to_size(
@@ -447,11 +477,12 @@ def encode_to_size(
     """
     size = check_target_size(max_bytes)
     tolerance, start, max_encodes, slope = _setup(codec, method, "size", options)
+    began = time.perf_counter()
     probe = ImageProbe(codec, x)
     goal = _Goal(8.0 * size, tolerance, cap_bits=8.0 * size)
     encode = _image_encoder(codec, probe, refine, on_step)
     run = _Run(probe, encode, goal, start, slope, max_encodes, on_encode)
-    return _control(run, method, 8.0 * size / probe.num_pixels, size)
+    return _control(run, method, 8.0 * size / probe.num_pixels, size, began)
 
 
 def encode_set_to_size(
@@ -470,7 +501,8 @@ def encode_set_to_size(
     :func:`encode_to_size`. Every image's analysis is kept in memory for the search."""
     size = check_target_size(max_bytes)
     tolerance, start, max_encodes, slope = _setup(codec, method, "size", options)
+    began = time.perf_counter()
     probes = ProbeSet(codec, images)
     goal = _Goal(8.0 * size, tolerance, cap_bits=8.0 * size)
     run = _Run(probes, probes.encode, goal, start, slope, max_encodes, on_encode)
-    return _control(run, method, 8.0 * size / probes.num_pixels, size)
+    return _control(run, method, 8.0 * size / probes.num_pixels, size, began)

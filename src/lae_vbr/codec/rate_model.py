@@ -51,6 +51,10 @@ class MaskSumCurve:
             cache[key] = float(self.log2_mask_sum([key])[0])
         return cache[key]
 
+    def position(self, lmbda_idx: float) -> float:
+        """:meth:`bits`, as a search axis (see :mod:`.search`)."""
+        return self.bits(lmbda_idx)
+
     def grid(self) -> tuple[np.ndarray, np.ndarray]:
         """(indices, Σ log₂ m) on the cached grid, computed in one batched call."""
         if "_grid" not in self.__dict__:
