@@ -509,6 +509,7 @@ def test_progress_of_long_encodes(codec: ImageCodec, files) -> None:
             codec,
             read_image(files["image"]),
             5.0,
+            method="rlambda",  # the paper's: always its two encodes
             refine=RefineSchedule(steps=2, min_change=0.0),
             on_encode=progress.encode,
             on_step=progress.step,

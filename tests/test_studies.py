@@ -26,10 +26,12 @@ from lae_vbr.evaluation import InputImage, load_test_images
 from lae_vbr.models.registry import PAPER_MSE_LMBDAS, LoadedCodec, save_codec_bundle
 from lae_vbr.paths import REPO_ROOT
 from lae_vbr.studies.common import StudyError
+from lae_vbr.studies.dlambda import measure_dlambda, summarise_dlambda, write_dlambda
 from lae_vbr.studies.dlm import coding_points, measure_dlm, summarise_dlm, write_dlm
 from lae_vbr.studies.latent_toy import LatentToyModule
 from lae_vbr.studies.ratecontrol import (
     METHODS,
+    StudyPlan,
     measure_ratecontrol,
     rate_control_methods,
     summarise_ratecontrol,
@@ -159,8 +161,12 @@ def test_ratecontrol_study(checkpoints, crops, tmp_path) -> None:
             "study=ratecontrol",
             f"checkpoint={checkpoints['vbr']}",
             f"test_dir={crops}",
-            "max_images=1",
+            "max_images=2",
             "study.target_fractions=[0.3,0.7]",
+            f"study.methods=[{','.join(METHODS)}]",
+            "study.psnr_methods=[interpolate,secant,bisection]",
+            "study.psnr_fractions=[0.5]",
+            "study.total_size_fractions=[0.5]",
             f"study.calibration.dir={crops}",
             "study.calibration.lmbda_step=2.5",
             "study.bisection.max_encodes=4",
@@ -168,16 +174,48 @@ def test_ratecontrol_study(checkpoints, crops, tmp_path) -> None:
         ]
     )
     data = json.loads((tmp_path / "ratecontrol.json").read_text())
-    methods = {s["method"]: s for s in data["summary"]}
-    assert tuple(methods) == METHODS  # every method, in table order
-    assert methods["ours"]["encodes_max"] <= 2 and methods["ours_3"]["encodes_max"] <= 3
-    assert methods["global"]["encodes_max"] == 1 and methods["bisection"]["encodes_max"] <= 4
+    bpp = {s["method"]: s for s in data["summary"] if s["kind"] == "bpp"}
+    assert tuple(bpp) == METHODS  # every method, in table order
+    assert bpp["estimate"]["encodes_max"] <= 2 and bpp["rlambda"]["encodes_max"] <= 2
+    assert bpp["rlambda_3"]["encodes_max"] <= 3 and bpp["estimate"]["estimates_mean"] >= 1
+    assert bpp["global"]["encodes_max"] == 1 and bpp["bisection"]["encodes_max"] <= 4
+    kinds = [(s["kind"], s["method"]) for s in data["summary"] if s["kind"] != "bpp"]
+    assert kinds == [
+        ("size", "estimate"), ("size", "rlambda"), ("psnr", "interpolate"), ("psnr", "secant"),
+        ("psnr", "bisection"), ("total_size", "estimate"),
+    ]  # fmt: skip
     for row in data["rows"]:
-        low, high = row["image_range_bpp"]
-        assert row["in_range"] and low <= row["target_bpp"] <= high
-        assert row["rel_error"] == pytest.approx(row["bpp"] / row["target_bpp"] - 1)
+        if row["kind"] == "bpp":
+            low, high = row["image_range"]
+            assert row["in_range"] and low <= row["target"] <= high
+            assert row["error"] == pytest.approx(row["achieved"] / row["target"] - 1)
+        if row["kind"] in ("size", "total_size"):
+            assert row["fits"] and row["achieved"] <= row["target"]
+        if row["kind"] == "psnr" and row["method"] != "bisection":
+            assert row["rounds"] <= 2 and row["encodes"] == 1
+    sets = [r for r in data["rows"] if r["kind"] == "total_size"]
+    assert len(sets) == 1 and len(sets[0]["per_image"]) == 2
     assert data["calibration"]["lmbda_idx"] == [0.0, 2.5, 5.0]
-    assert "real encodes" in (tmp_path / "ratecontrol.md").read_text()
+    text = (tmp_path / "ratecontrol.md").read_text()
+    assert "real encodes" in text and "### psnr" in text and "CPU time / plain encode" in text
+
+
+def test_dlambda_study(checkpoints, crops, tmp_path) -> None:
+    _run_study(
+        [
+            "study=dlambda",
+            f"checkpoint={checkpoints['vbr']}",
+            f"test_dir={crops}",
+            "max_images=1",
+            "study.lmbda_step=2.5",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    data = json.loads((tmp_path / "dlambda.json").read_text())
+    assert [a["axis"] for a in data["summary"]["axes"]] == ["mask", "rate", "log_rate"]
+    assert [r["lmbda_idx"] for r in data["rows"]] == [0.0, 2.5, 5.0]
+    assert data["summary"]["reconstruction_vs_decode_max_db"] < 1e-3
+    assert "two-round error" in (tmp_path / "dlambda.md").read_text()
 
 
 def test_dlm_study(checkpoints, crops, tmp_path) -> None:
@@ -207,7 +245,8 @@ def test_dlm_study(checkpoints, crops, tmp_path) -> None:
     [
         ("rlambda", ["checkpoint={high}"], "needs a variable-rate model"),
         ("ratecontrol", ["checkpoint={vbr}", "study.targets=[-1]"], "positive number of bpp"),
-        ("ratecontrol", ["checkpoint={vbr}", "study.methods=[ours,magic]"], "unknown rate-control"),
+        ("ratecontrol", ["checkpoint={vbr}", "study.methods=[estimate,x]"], "unknown rate-control"),
+        ("ratecontrol", ["checkpoint={vbr}", "study.kinds=[bpp,x]"], "unknown rate-control kinds"),
         ("dlm", ["checkpoint={vbr}", "study.lmbda_grid=[0,9]"], "outside the trained range"),
         ("dlm", [], "set checkpoint=PATH"),
         ("dlm", ["checkpoint={vbr}", "study.steps=-2"], "steps must be ≥ 0"),
@@ -259,19 +298,35 @@ def test_rlambda_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
 
 
 def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
-    methods = rate_control_methods(["ours", "bisection"], max_encodes=2)
+    methods = rate_control_methods(["estimate", "bisection"], max_encodes=2)
     rows = measure_ratecontrol(vbr_codec, small_images, methods, fractions=[0.5])
-    assert [r["method"] for r in rows] == ["ours", "bisection"]
-    low, high = rows[0]["image_range_bpp"]
-    assert rows[0]["target_bpp"] == pytest.approx((low + high) / 2) and rows[0]["in_range"]
+    assert [r["method"] for r in rows] == ["estimate", "bisection"]
+    low, high = rows[0]["image_range"]
+    assert rows[0]["target"] == pytest.approx((low + high) / 2) and rows[0]["in_range"]
+    assert rows[0]["time_ratio"] == pytest.approx(
+        rows[0]["cpu_seconds"] / rows[0]["plain_cpu_seconds"]
+    )
     summary = summarise_ratecontrol(rows)
-    assert [s["method"] for s in summary] == ["ours", "bisection"]
+    assert [s["method"] for s in summary] == ["estimate", "bisection"]
     assert summary[0]["encodes_max"] <= 2 and summary[1]["encodes_max"] <= 2
     files = write_ratecontrol(summary, rows, tmp_path)
     data = json.loads(files["json"].read_text())
     assert list(data) == ["description", "meta", "summary", "rows"]
     with pytest.raises(StudyError, match="need a calibration"):
-        rate_control_methods(["ours", "global"])
+        rate_control_methods(["estimate", "global"])
+    plan = StudyPlan(kinds=["psnr"], psnr_methods=["interpolate"], psnr_fractions=[0.5])
+    rows = measure_ratecontrol(vbr_codec, small_images, {}, plan=plan)
+    assert [(r["kind"], r["method"]) for r in rows] == [("psnr", "interpolate")]
+    assert abs(rows[0]["error"]) <= 0.1 and rows[0]["rounds"] <= 2
+
+
+def test_dlambda_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:
+    rows = measure_dlambda(vbr_codec, small_images, [0.0, 1.0, 2.5, 4.0, 5.0])
+    summary = summarise_dlambda(rows)
+    assert len(summary["fits"]) == 3 and all(0 <= f["r2"] <= 1 for f in summary["fits"])
+    assert summary["axes"][0]["two_round_error_max_db"] >= 0
+    files = write_dlambda(summary, rows, tmp_path, "tiny model")
+    assert json.loads(files["json"].read_text())["description"] == "tiny model"
 
 
 def test_dlm_schedules_by_name_with_overrides() -> None:

@@ -19,10 +19,11 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from lae_vbr import __version__
 from lae_vbr.errors import LaeVbrError
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .image_codec import ImageCodec
+    from .refine import RefineSchedule
 
 __all__ = ["build_parser", "main"]
 
@@ -46,8 +48,18 @@ class UsageError(Exception):
     """The command line asks for something impossible (exit code 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other failure of the command (the
+    usage synopsis is what ``--help`` is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        hint = f"{PROG} {command} --help" if command else f"{PROG} --help"
+        self.exit(USAGE, f"{PROG}: error: {message} (see {hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Variable-rate learned image compression (TCM with latent-domain "
         "auto-encoders).",
@@ -55,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "A file name '-' means stdin (input) or stdout (output).",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     _add_compress(commands)
 
     dec = commands.add_parser("decompress", help="decode a compressed file to PNG")
@@ -72,10 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_compress(commands: argparse._SubParsersAction) -> None:
-    comp = commands.add_parser("compress", help="code an image (PNG/JPEG/WebP/PPM) to a file")
-    comp.add_argument("input", type=Path, metavar="IN", help="image to compress ('-': stdin)")
-    comp.add_argument("output", type=Path, metavar="OUT", help="file to write ('-': stdout)")
+    comp = commands.add_parser(
+        "compress",
+        help="code an image (PNG/JPEG/WebP/PPM), or every image of a folder, to files",
+        description="Code an image to a file, or every image of a folder IN into the folder "
+        "OUT (NAME.lae for each; OUT is created).",
+    )
+    comp.add_argument(
+        "input", type=Path, metavar="IN", help="image, or folder of images ('-': stdin)"
+    )
+    comp.add_argument(
+        "output", type=Path, metavar="OUT", help="file to write, or a folder ('-': stdout)"
+    )
     _add_model_options(comp)
+    _add_rate_options(comp)
+    comp.add_argument(
+        "--refine-steps",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="refine the latents for the image with N gradient steps before coding (slower "
+        "encoding, better rate-distortion; the decoder is unchanged; 20 = the paper's DLM)",
+    )
+    comp.set_defaults(run=_compress)
+
+
+def _add_rate_options(comp: argparse.ArgumentParser) -> None:
     rate = comp.add_argument_group(
         "rate (variable-rate models need exactly one; fixed-rate models take none)"
     ).add_mutually_exclusive_group()
@@ -89,18 +125,27 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
         "--bpp",
         type=float,
         metavar="TARGET",
-        help="target bit rate of the whole file in bits per pixel (rate control with the R-λ "
-        "model: two encodes)",
+        help="target bit rate of the whole file in bits per pixel (rate control: the entropy "
+        "model's estimate, then one or two real encodes)",
     )
-    comp.add_argument(
-        "--refine-steps",
-        type=_count(0),
-        default=0,
-        metavar="N",
-        help="refine the latents for the image with N gradient steps before coding (slower "
-        "encoding, better rate-distortion; the decoder is unchanged; 20 = the paper's DLM)",
+    rate.add_argument(
+        "--size",
+        metavar="BYTES",
+        help="largest file size: the file is as large as possible within it; k = 1000, "
+        "M = 1000000, Ki = 1024, Mi = 1048576 (e.g. 20k, 64KiB); per image for a folder",
     )
-    comp.set_defaults(run=_compress)
+    rate.add_argument(
+        "--psnr",
+        type=float,
+        metavar="DB",
+        help="target PSNR of the decoded image in dB (two reconstructions, one encode)",
+    )
+    rate.add_argument(
+        "--total-size",
+        metavar="BYTES",
+        help="a folder only: all its files together within BYTES, one λ for every image "
+        "(suffixes as for --size)",
+    )
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -152,11 +197,48 @@ def _add_model_options(parser: argparse.ArgumentParser, what: str = "the codec")
 
 
 # -- commands ---------------------------------------------------------------------------------
+#: The rate options whose λ index rate or quality control finds.
+_CONTROLLED = ("bpp", "size", "psnr", "total_size")
+_RATE_OPTIONS = ("quality", "lmbda", *_CONTROLLED)
+_NO_RATE = "--quality, --lmbda, --bpp, --size, --psnr or --total-size"
+
+
+def _rate_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name) is not None for name in _RATE_OPTIONS)
+
+
+def _check_targets(args: argparse.Namespace) -> None:
+    """Refuse bad targets before anything is loaded: numbers that are not positive, sizes
+    that do not parse (they are replaced by their bytes), options that do not go together."""
+    from .targets import TargetError, parse_size
+
+    for name, unit in (("bpp", "bits per pixel"), ("psnr", "dB")):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--{name} must be a positive number of {unit}, got {value:g}")
+    for name in ("size", "total_size"):
+        if getattr(args, name) is not None:
+            try:
+                setattr(args, name, parse_size(getattr(args, name)))
+            except TargetError as err:
+                raise UsageError(f"--{name.replace('_', '-')}: {err}") from None
+    if args.refine_steps and (args.psnr is not None or args.total_size is not None):
+        raise UsageError(
+            "--refine-steps works with --quality, --lmbda, --bpp and --size, "
+            "not with --psnr or --total-size"
+        )
+
+
 def _compress(args: argparse.Namespace) -> int:
+    if not _is_stdio(args.input) and args.input.is_dir():
+        from .cli_folder import compress_folder
+
+        return compress_folder(args)
     _check_input(args.input)
     _check_output(args.output)
-    if args.bpp is not None and not (math.isfinite(args.bpp) and args.bpp > 0):
-        raise UsageError(f"--bpp must be a positive number of bits per pixel, got {args.bpp:g}")
+    _check_targets(args)
+    if args.total_size is not None:
+        raise UsageError("--total-size is for a folder of images; for one image use --size")
     _precheck_rate(args)  # before torch is imported: a usage mistake costs no model load
     from .images import read_image, read_image_bytes
 
@@ -169,15 +251,33 @@ def _compress(args: argparse.Namespace) -> int:
     with _Progress() as progress:
         stream, note = _encode(codec, x, lmbda_idx, args, progress)
     _write_output(args.output, stream.to_bytes())
+    where = f"{_name(args.input)} -> {_name(args.output, '<stdout>')}"
+    _report(args, _summary(where, stream, args, note))
+    return OK
+
+
+def _summary(where: str, stream: Bitstream, args: argparse.Namespace, note: str) -> str:
+    """The line printed for one file written."""
     rate = "" if stream.lmbda_idx is None else f", λ index {stream.lmbda_idx:g}"
     refined = f", latents refined ({args.refine_steps} steps)" if args.refine_steps else ""
-    where = f"{_name(args.input)} -> {_name(args.output, '<stdout>')}"
-    _report(
-        args,
+    return (
         f"{where}: {stream.width}×{stream.height}{rate}{refined}, {stream.num_bytes} bytes, "
-        f"{stream.bpp:.4f} bpp{note}",
+        f"{stream.bpp:.4f} bpp{note}"
     )
-    return OK
+
+
+@contextmanager
+def _warnings_to_stderr(progress: _Progress, label: str = "") -> Iterator[None]:
+    """Rate-control warnings (a target out of reach) as one ``warning:`` line each, after
+    ``label`` (the image, for a folder)."""
+    from .rate_control import RateControlWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RateControlWarning)
+        yield
+    progress.clear()
+    for warning in caught:
+        print(f"{PROG}: warning: {label}{warning.message}", file=sys.stderr)
 
 
 def _encode(
@@ -186,30 +286,18 @@ def _encode(
     lmbda_idx: float | None,
     args: argparse.Namespace,
     progress: _Progress,
+    label: str = "",
 ) -> tuple[Bitstream, str]:
-    """The stream (plain, refined, or rate-controlled) and a note for the summary line."""
+    """The stream (plain, refined, or rate- or quality-controlled) and a note for the
+    summary line; ``label`` starts its warnings."""
     refine = None
     if args.refine_steps:
         from .refine import RefineSchedule
 
         refine = RefineSchedule(steps=args.refine_steps)
-    if args.bpp is not None:
-        from .rate_control import RateControlWarning, encode_to_bpp
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RateControlWarning)
-            result = encode_to_bpp(
-                codec,
-                x,
-                args.bpp,
-                refine=refine,
-                on_encode=progress.encode,
-                on_step=progress.step if refine else None,
-            )
-        progress.clear()
-        for warning in caught:
-            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-        return result.stream, f" (target {args.bpp:g} bpp, {result.encodes} encodes)"
+    if any(getattr(args, name) is not None for name in ("bpp", "size", "psnr")):
+        with _warnings_to_stderr(progress, label):
+            return _controlled(codec, x, args, refine, progress)
     if refine is not None:
         from .refine import refine_encode
 
@@ -217,21 +305,56 @@ def _encode(
     return codec.encode(x, lmbda_idx), ""
 
 
+def _controlled(
+    codec: ImageCodec,
+    x: Tensor,
+    args: argparse.Namespace,
+    refine: RefineSchedule | None,
+    progress: _Progress,
+) -> tuple[Bitstream, str]:
+    """Code for ``--psnr``, ``--size`` or ``--bpp``; the note says how it went."""
+    if args.psnr is not None:
+        from .quality_control import encode_to_psnr
+
+        quality = encode_to_psnr(codec, x, args.psnr)
+        about = "" if quality.measured else "about "
+        rounds = _count_of(len(quality.rounds), "reconstruction")
+        return quality.stream, (  # type: ignore[return-value]
+            f", {about}{quality.psnr:.2f} dB (target {args.psnr:g} dB, {rounds}, 1 encode)"
+        )
+    from .rate_control import encode_to_bpp, encode_to_size
+
+    step = progress.step if refine else None
+    if args.size is not None:
+        result = encode_to_size(codec, x, args.size, refine=refine, on_encode=progress.encode,
+                                on_step=step)  # fmt: skip
+        note = f" (at most {args.size} bytes, {_count_of(result.encodes, 'encode')})"
+    else:
+        result = encode_to_bpp(codec, x, args.bpp, refine=refine, on_encode=progress.encode,
+                               on_step=step)  # fmt: skip
+        note = f" (target {args.bpp:g} bpp, {_count_of(result.encodes, 'encode')})"
+    return result.stream, note  # type: ignore[return-value]
+
+
+def _count_of(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
 def _choose_rate(codec: ImageCodec, args: argparse.Namespace) -> float | None:
     """The λ index from the rate options (one for a variable-rate model, none otherwise);
-    None with ``--bpp``, whose λ index rate control finds."""
+    None with a target, whose λ index rate or quality control finds."""
     from .errors import RateError
 
-    given = any(v is not None for v in (args.quality, args.lmbda, args.bpp))
-    if codec.variable_rate and not given:
+    if codec.variable_rate and not _rate_given(args):
         lo, hi = min(codec.lmbdas), max(codec.lmbdas)
         raise UsageError(
             f"model {codec.id} is variable-rate: pass --quality Q (a λ index in "
-            f"[0, {codec.max_index}]), --lmbda L (a λ in [{lo:g}, {hi:g}]) or --bpp TARGET"
+            f"[0, {codec.max_index}]), --lmbda L (a λ in [{lo:g}, {hi:g}]), --bpp TARGET, "
+            "--size BYTES or --psnr DB"
         )
-    if not codec.variable_rate and given:
-        raise UsageError(f"model {codec.id} is fixed-rate: it takes no --quality, --lmbda or --bpp")
-    if args.bpp is not None:
+    if not codec.variable_rate and _rate_given(args):
+        raise UsageError(f"model {codec.id} is fixed-rate: it takes no {_NO_RATE}")
+    if any(getattr(args, name) is not None for name in _CONTROLLED):
         return None
     try:
         return codec.rate_index(quality=args.quality, lmbda=args.lmbda)
@@ -358,7 +481,7 @@ def _precheck_rate(args: argparse.Namespace) -> None:
     summary = peek_rate(path, path.stem) if path.is_file() else None
     if summary is None:
         return
-    given = any(v is not None for v in (args.quality, args.lmbda, args.bpp))
+    given = _rate_given(args)
     if summary.variable_rate and not given:
         quality = lmbda = ""
         if summary.lmbdas:
@@ -366,12 +489,10 @@ def _precheck_rate(args: argparse.Namespace) -> None:
             lmbda = f" (a λ in [{min(summary.lmbdas):g}, {max(summary.lmbdas):g}])"
         raise UsageError(
             f"model {summary.name!r} is variable-rate: pass --quality Q{quality}, "
-            f"--lmbda L{lmbda} or --bpp TARGET"
+            f"--lmbda L{lmbda}, --bpp TARGET, --size BYTES or --psnr DB"
         )
     if not summary.variable_rate and given:
-        raise UsageError(
-            f"model {summary.name!r} is fixed-rate: it takes no --quality, --lmbda or --bpp"
-        )
+        raise UsageError(f"model {summary.name!r} is fixed-rate: it takes no {_NO_RATE}")
 
 
 def _load(args: argparse.Namespace) -> ImageCodec:

@@ -23,10 +23,82 @@ from lae_vbr.models.rate import RateError
 
 from .container import to_float32
 
-__all__ = ["LineFit", "RateModel", "fit_line"]
+__all__ = ["LineFit", "MaskSumCurve", "RateModel", "SetRateModel", "fit_line"]
 
 
-class RateModel:
+class MaskSumCurve:
+    """Σ log₂ m as a function of the λ index, and its inverse.
+
+    Subclasses give :meth:`log2_mask_sum` over a batch of indices and :attr:`max_index`; the
+    rest is shared, so one image (:class:`RateModel`) and a set of images coded at one λ
+    (:class:`SetRateModel`) are searched alike. Each LAE evaluation costs about a hundredth of
+    an encode, and rate control inverts the curve several times per image, so the values at a
+    grid of :attr:`knots` indices and at every index asked for are kept.
+    """
+
+    max_index: float
+    #: Indices of the cached grid over [0, max_index] that brackets a solution.
+    knots: int = 11
+
+    def log2_mask_sum(self, lmbda_idx: float | Sequence[float] | Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def bits(self, lmbda_idx: float) -> float:
+        """Σ log₂ m at one λ index (kept)."""
+        cache = self.__dict__.setdefault("_bits", {})
+        key = to_float32(float(lmbda_idx))
+        if key not in cache:
+            cache[key] = float(self.log2_mask_sum([key])[0])
+        return cache[key]
+
+    def position(self, lmbda_idx: float) -> float:
+        """:meth:`bits`, as a search axis (see :mod:`.search`)."""
+        return self.bits(lmbda_idx)
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, Σ log₂ m) on the cached grid, computed in one batched call."""
+        if "_grid" not in self.__dict__:
+            knots = np.linspace(0.0, self.max_index, self.knots)
+            self.__dict__["_grid"] = (knots, self.log2_mask_sum(knots))
+        return self.__dict__["_grid"]
+
+    def solve(
+        self, goal_bits: float, rtol: float = 1e-7, iterations: int = 16
+    ) -> tuple[float, str | None]:
+        """The λ index where Σ log₂ m equals ``goal_bits``: the cached grid brackets it, the
+        Illinois variant of regula falsi narrows the bracket (a few LAE calls, since the
+        curve is smooth) to ``rtol`` of the curve's range.
+
+        Σ log₂ m grows with the index for a trained LAE. A goal beyond the reachable values
+        returns the index of the nearest one and ``"low"`` or ``"high"``; otherwise None.
+        """
+        if not math.isfinite(goal_bits):
+            raise RateError(f"cannot solve for a rate of {goal_bits} bits")
+        knots, sums = self.grid()
+        if goal_bits <= sums.min():
+            return float(knots[sums.argmin()]), "low"
+        if goal_bits >= sums.max():
+            return float(knots[sums.argmax()]), "high"
+        # the first knot interval whose ends straddle the goal
+        k = int(np.flatnonzero((sums[:-1] - goal_bits) * (sums[1:] - goal_bits) <= 0)[0])
+        a, b = float(knots[k]), float(knots[k + 1])
+        fa, fb = float(sums[k]) - goal_bits, float(sums[k + 1]) - goal_bits
+        tol, side = rtol * float(sums.max() - sums.min()), 0
+        for _ in range(iterations):
+            c = b - fb * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)
+            fc = self.bits(c) - goal_bits
+            if abs(fc) <= tol:
+                return to_float32(c), None
+            if (fc > 0) == (fb > 0):  # c replaces b; a stays: halve its value (Illinois)
+                b, fb = c, fc
+                fa, side = (fa / 2 if side == -1 else fa), -1
+            else:
+                a, fa = c, fc
+                fb, side = (fb / 2 if side == 1 else fb), 1
+        return to_float32(b - fb * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)), None
+
+
+class RateModel(MaskSumCurve):
     """Σ log₂ m over the latent of one image, for any λ index, from one analysis pass.
 
     Args:
@@ -59,37 +131,19 @@ class RateModel:
             sums.append(self.model.log2_mask_sum(y, part.to(y.device)).double().cpu())
         return torch.cat(sums).numpy()
 
-    def bits(self, lmbda_idx: float) -> float:
-        """Σ log₂ m at one λ index."""
-        return float(self.log2_mask_sum([lmbda_idx])[0])
 
-    def solve(
-        self, goal_bits: float, grid: int = 17, iterations: int = 24
-    ) -> tuple[float, str | None]:
-        """The λ index where Σ log₂ m equals ``goal_bits``: a batched grid over [0, max] finds
-        the bracket, bisection narrows it.
+class SetRateModel(MaskSumCurve):
+    """Σ log₂ m summed over several images coded at one λ index (a byte budget for a set)."""
 
-        Σ log₂ m grows with the index for a trained LAE. A goal beyond the reachable values
-        returns the index of the nearest one and ``"low"`` or ``"high"``; otherwise None.
-        """
-        if not math.isfinite(goal_bits):
-            raise RateError(f"cannot solve for a rate of {goal_bits} bits")
-        knots = np.linspace(0.0, self.max_index, grid)
-        sums = self.log2_mask_sum(knots)
-        if goal_bits <= sums.min():
-            return float(knots[sums.argmin()]), "low"
-        if goal_bits >= sums.max():
-            return float(knots[sums.argmax()]), "high"
-        # the first knot interval whose ends straddle the goal
-        k = int(np.flatnonzero((sums[:-1] - goal_bits) * (sums[1:] - goal_bits) <= 0)[0])
-        lo, hi, rising = knots[k], knots[k + 1], sums[k + 1] >= sums[k]
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            if (self.bits(mid) < goal_bits) == rising:
-                lo = mid
-            else:
-                hi = mid
-        return to_float32(0.5 * (lo + hi)), None
+    def __init__(self, models: Sequence[RateModel]) -> None:
+        if not models:
+            raise RateError("a set of images to code needs at least one image")
+        self.models = list(models)
+        self.max_index = self.models[0].max_index
+        self.num_pixels = sum(m.num_pixels for m in self.models)
+
+    def log2_mask_sum(self, lmbda_idx: float | Sequence[float] | Tensor) -> np.ndarray:
+        return np.sum([m.log2_mask_sum(lmbda_idx) for m in self.models], axis=0)
 
 
 @dataclass(frozen=True)

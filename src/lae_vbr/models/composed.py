@@ -208,13 +208,19 @@ class ComposedCodec(LearnedCodec):
         return out
 
     def code_latent(
-        self, y: Tensor, z: Tensor | None = None, arithmetic: str = DEFAULT_ARITHMETIC
+        self,
+        y: Tensor,
+        z: Tensor | None = None,
+        arithmetic: str = DEFAULT_ARITHMETIC,
+        converted: nn.Module | None = None,
     ) -> dict:
         """Entropy-code latents (after the encoder LAE; z: a given hyper-latent, e.g. refined)
         with the latent codec in ``arithmetic``: ``strings``, ``symbols_crc``,
-        ``arithmetic``."""
+        ``arithmetic``. ``converted``: ``in_arithmetic(self.latent_codec, arithmetic)`` made
+        once by a caller that codes many times (rate control), since the conversion copies the
+        latent codec (a tenth of an encode on the demo model)."""
         dtype = ARITHMETIC[arithmetic]
-        codec = in_arithmetic(self.latent_codec, arithmetic)
+        codec = converted if converted is not None else in_arithmetic(self.latent_codec, arithmetic)
         coded = codec.compress(y.to(dtype), None if z is None else z.to(dtype))
         return {
             "strings": coded["strings"],

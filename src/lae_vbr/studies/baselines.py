@@ -2,10 +2,12 @@
 
 Each method takes (codec, image, target bpp) and returns the
 :class:`~lae_vbr.codec.rate_control.RateControlResult` of the encodes it made, so the study
-measures them all alike. Ours is :func:`~lae_vbr.codec.rate_control.encode_to_bpp`; the
-baselines are here: one content-agnostic R(λ) curve from calibration images
-(:class:`Calibration`), a per-image hyperbolic model R = α·λ^β (:func:`hyperbolic`), and
-bisection with real encodes (:func:`bisection`, the accuracy ceiling and its cost).
+measures them all alike. Ours is :func:`~lae_vbr.codec.rate_control.encode_to_bpp` (``estimate``,
+and the paper's pure R-λ model ``rlambda`` with its variants); the baselines are here: one
+content-agnostic R(λ) curve from calibration images (:class:`Calibration`), a per-image
+hyperbolic model R = α·λ^β (:func:`hyperbolic`), and bisection with real encodes
+(:func:`bisection`, the accuracy ceiling and its cost). For a target PSNR the ceiling is
+:func:`psnr_bisection` (a real encode and decode per round).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from torch import Tensor
 
 from lae_vbr.codec.container import to_float32
 from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.codec.probe import psnr_8bit
+from lae_vbr.codec.quality_control import QualityResult
 from lae_vbr.codec.rate_control import Attempt, RateControlResult, encode_to_bpp
 from lae_vbr.codec.rate_model import RateModel, fit_line
 from lae_vbr.models.rate import index_of_value as lmbda_to_index
@@ -35,22 +39,24 @@ __all__ = [
     "bisection",
     "check_methods",
     "hyperbolic",
+    "psnr_bisection",
     "rate_control_methods",
     "single_encode",
 ]
 
 #: Every method the study knows, in table order.
 METHODS = (
-    "ours",
-    "ours_global_start",
-    "ours_calibrated",
-    "ours_3",
+    "estimate",
+    "rlambda",
+    "rlambda_global_start",
+    "rlambda_calibrated",
+    "rlambda_3",
     "global",
     "hyperbolic",
     "bisection",
 )
 #: The methods that need a :class:`Calibration`.
-CALIBRATED = frozenset({"global", "ours_global_start", "ours_calibrated"})
+CALIBRATED = frozenset({"global", "rlambda_global_start", "rlambda_calibrated"})
 
 Method = Callable[[ImageCodec, Tensor, float], RateControlResult]
 
@@ -133,6 +139,29 @@ def bisection(
     return result
 
 
+def psnr_bisection(
+    codec: ImageCodec, x: Tensor, target: float, tolerance: float = 0.05, rounds: int = 8
+) -> QualityResult:
+    """Bisection on the λ index with a real encode and decode per round until the PSNR is
+    within ``tolerance`` dB (PSNR grows with the index); the closest file is kept."""
+    began = time.perf_counter()
+    result = QualityResult(target, measured=True)
+    lo, hi, best = 0.0, float(codec.max_index), math.inf
+    for _ in range(rounds):
+        idx = to_float32(0.5 * (lo + hi))
+        stream = codec.encode(x, idx)
+        psnr = psnr_8bit(x, codec.decode(stream))
+        result.rounds.append((idx, psnr))
+        result.encodes += 1
+        if abs(psnr - target) < best:
+            best, result.stream, result.psnr = abs(psnr - target), stream, psnr
+        if abs(psnr - target) <= tolerance:
+            break
+        lo, hi = (idx, hi) if psnr < target else (lo, idx)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
 def check_methods(names: Sequence[str]) -> None:
     """StudyError naming the unknown ones, before anything is loaded."""
     unknown = [m for m in names if m not in METHODS]
@@ -148,24 +177,25 @@ def rate_control_methods(
     max_encodes: int = 12,
 ) -> dict[str, Method]:
     """The methods ``names`` (in that order) as :data:`Method` callables; ``calibration`` is
-    needed by ``global``, ``ours_global_start`` and ``ours_calibrated``."""
+    needed by ``global``, ``rlambda_global_start`` and ``rlambda_calibrated``."""
     check_methods(names)
     if calibration is None and CALIBRATED & set(names):
         raise StudyError(f"methods {sorted(CALIBRATED & set(names))} need a calibration")
     fit_at = tuple(float(v) for v in fit_at)
     table: dict[str, Method] = {
-        "ours": lambda c, x, t: encode_to_bpp(c, x, t, max_encodes=2),
-        "ours_3": lambda c, x, t: encode_to_bpp(c, x, t, max_encodes=3),
+        "estimate": lambda c, x, t: encode_to_bpp(c, x, t),
+        "rlambda": lambda c, x, t: encode_to_bpp(c, x, t, method="rlambda"),
+        "rlambda_3": lambda c, x, t: encode_to_bpp(c, x, t, method="rlambda", max_encodes=3),
         "hyperbolic": lambda c, x, t: hyperbolic(c, x, t, fit_at),
         "bisection": lambda c, x, t: bisection(c, x, t, float(tolerance), int(max_encodes)),
     }
     if calibration is not None:
         curve = calibration
         table["global"] = lambda c, x, t: single_encode(c, x, t, curve.index_for(t))
-        table["ours_global_start"] = lambda c, x, t: encode_to_bpp(
-            c, x, t, max_encodes=2, start=curve.index_for(t)
+        table["rlambda_global_start"] = lambda c, x, t: encode_to_bpp(
+            c, x, t, method="rlambda", start=curve.index_for(t)
         )
-        table["ours_calibrated"] = lambda c, x, t: encode_to_bpp(
-            c, x, t, max_encodes=2, slope=curve.slope
+        table["rlambda_calibrated"] = lambda c, x, t: encode_to_bpp(
+            c, x, t, method="rlambda", slope=curve.slope
         )
     return {m: table[m] for m in names}

@@ -1,0 +1,168 @@
+"""One image at any λ index without entropy coding: the rate the entropy model predicts, the
+image the decoder will return, and the real encode, all from one analysis pass.
+
+Rate and quality control search the λ index with these and spend real encodes only to finish.
+``y = g_a(x)`` does not depend on λ (the encoder-side LAE comes after it), so it is computed
+once; each λ index then costs the LAE plus one of:
+
+* :meth:`ImageProbe.estimate_bits`: the latent codec's forward in eval mode rounds as the
+  encoder does and gives the likelihoods of the coded values; Σ −log₂ p over y and z plus the
+  header predicts the file. The adaptive coder's table quantisation, its escape codes for rare
+  values and its flush make the file differ a little (on the demo model, measured in
+  ``experiments/rate_control``: a fraction of a percent on Kodak, up to 2 % on larger photos),
+  but smoothly in λ, so one real encode measures the ratio for a whole neighbourhood;
+* :meth:`ImageProbe.reconstruct`: the same forward's ``y_hat`` through the decoder-side LAE and
+  ``g_s``, the image the decoder returns (the coding is lossless; only the float arithmetic of
+  the entropy parameters differs, see the tests);
+* :meth:`ImageProbe.encode`: the latent codec's compress on the same LAE output, byte for byte
+  the file :meth:`ImageCodec.encode` writes at that index, without running ``g_a`` again.
+
+:class:`ProbeSet` does the same for several images coded at one λ index (a folder within a
+byte budget). Each probe counts what it did (``estimates``, ``reconstructions``, ``encodes``),
+so the studies report the cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lae_vbr.models.latent_codec import in_arithmetic
+from lae_vbr.models.padding import crop_image
+
+from .container import Bitstream
+from .image_codec import ImageCodec
+from .rate_model import RateModel, SetRateModel
+
+__all__ = ["ImageProbe", "ProbeSet", "StreamSet", "psnr_8bit"]
+
+
+def psnr_8bit(x: Tensor, x_hat: Tensor) -> float:
+    """PSNR (dB) of two [0, 1] images compared as the 8-bit files a user has (the input as
+    read, the output as ``decompress`` writes it): the convention of the evaluation."""
+    a, b = ((t.detach().double().clamp(0, 1) * 255).round() for t in (x, x_hat))
+    mse = float(torch.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+class ImageProbe:
+    """One image, analysed once, priced and reconstructed at any λ index.
+
+    Args:
+        codec: a variable-rate codec with an encoder-side LAE (RateError otherwise).
+        x: the image, (1, 3, H, W) or (3, H, W) in [0, 1].
+        coder: the latent codec in the coding arithmetic, when a caller coding several images
+            has one (the conversion copies the latent codec: a tenth of an encode).
+    """
+
+    def __init__(self, codec: ImageCodec, x: Tensor, coder: nn.Module | None = None) -> None:
+        codec.require_variable_rate("rate control")
+        self.codec = codec
+        self.model = codec.model
+        self.x = codec.check_image(x).to(codec._device())
+        self.rates = RateModel(self.model, self.x)  # runs g_a once
+        self.num_pixels = self.rates.num_pixels
+        self._coder = coder  # the latent codec in the coding arithmetic, made on first use
+        self._estimates: dict[float, float] = {}
+        self.estimates = self.reconstructions = self.encodes = 0
+
+    @torch.inference_mode()
+    def latent(self, lmbda_idx: float) -> tuple[float, Tensor, Tensor]:
+        """(the λ index as the file stores it, the λ input, y after the encoder LAE)."""
+        idx = self.codec.check_rate(lmbda_idx)
+        lmbda = self.model.lmbda_input(idx, 1)
+        return idx, lmbda, self.model.modnet_ga(self.rates.y, lmbda)[0]
+
+    @torch.inference_mode()
+    def estimate_bits(self, lmbda_idx: float) -> float:
+        """The file's bits predicted by the entropy model (Σ −log₂ p of y and z, plus the
+        header) at this index; cached, since searches revisit indices."""
+        idx = self.codec.check_rate(lmbda_idx)
+        if idx not in self._estimates:
+            y = self.latent(idx)[2]
+            likelihoods = self.model.latent_codec(y)["likelihoods"]
+            bits = [float(-torch.log2(likelihoods[k]).sum()) for k in ("y", "z")]
+            self._estimates[idx] = bits[0] + bits[1] + 8 * self._header_bytes(idx, *bits)
+            self.estimates += 1
+        return self._estimates[idx]
+
+    def _header_bytes(self, idx: float, y_bits: float, z_bits: float) -> int:
+        """Header and CRC of a file with streams of these sizes (the varints grow with them)."""
+        words = [max(2, math.ceil(bits / 32)) for bits in (y_bits, z_bits)]
+        strings = [[bytes(4 * n)] for n in words]
+        encoding = {"strings": strings, "shape": self.x.shape[-2:], "symbols_crc": [0]}
+        return self.codec.pack({**encoding, "arithmetic": self.codec.arithmetic}, idx).overhead
+
+    @torch.inference_mode()
+    def reconstruct(self, lmbda_idx: float) -> Tensor:
+        """The decoded image at this index, (1, 3, H, W) in [0, 1], without coding."""
+        _, lmbda, y = self.latent(lmbda_idx)
+        y_hat = self.model.latent_codec(y)["y_hat"]
+        x_hat = self.model.synthesis(y_hat, lmbda).clamp_(0, 1)
+        self.reconstructions += 1
+        return crop_image(x_hat, *self.x.shape[-2:])
+
+    def psnr(self, lmbda_idx: float) -> float:
+        """PSNR (dB, 8-bit) of :meth:`reconstruct` against the image."""
+        return psnr_8bit(self.x, self.reconstruct(lmbda_idx))
+
+    @torch.inference_mode()
+    def encode(self, lmbda_idx: float) -> Bitstream:
+        """The real file at this index (what ``codec.encode(x, lmbda_idx)`` writes)."""
+        idx, _, y = self.latent(lmbda_idx)
+        if self._coder is None:
+            self._coder = in_arithmetic(self.model.latent_codec, self.codec.arithmetic)
+        coded = self.model.code_latent(y, None, self.codec.arithmetic, self._coder)
+        self.encodes += 1
+        return self.codec.pack({**coded, "shape": tuple(self.x.shape[-2:])}, idx)
+
+
+@dataclass(frozen=True)
+class StreamSet:
+    """The files of a set of images coded at one λ index."""
+
+    streams: tuple[Bitstream, ...]
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.num_bytes for s in self.streams)
+
+    @property
+    def num_pixels(self) -> int:
+        return sum(s.width * s.height for s in self.streams)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.num_bytes / self.num_pixels
+
+    @property
+    def lmbda_idx(self) -> float | None:
+        return self.streams[0].lmbda_idx
+
+
+class ProbeSet:
+    """Several images priced and coded together at one λ index (equal slope for all)."""
+
+    def __init__(self, codec: ImageCodec, images: Sequence[Tensor]) -> None:
+        coder = in_arithmetic(codec.model.latent_codec, codec.arithmetic)
+        self.probes = [ImageProbe(codec, x, coder) for x in images]
+        self.rates = SetRateModel([p.rates for p in self.probes])
+        self.num_pixels = self.rates.num_pixels
+
+    def estimate_bits(self, lmbda_idx: float) -> float:
+        return sum(p.estimate_bits(lmbda_idx) for p in self.probes)
+
+    def encode(self, lmbda_idx: float) -> StreamSet:
+        return StreamSet(tuple(p.encode(lmbda_idx) for p in self.probes))
+
+    @property
+    def estimates(self) -> int:
+        return sum(p.estimates for p in self.probes)
+
+    @property
+    def encodes(self) -> int:
+        return sum(p.encodes for p in self.probes)

@@ -1,0 +1,198 @@
+"""Quality control: code an image at a target PSNR, with at most two reconstructions.
+
+The D-λ model beside the R-λ one (measured in ``experiments/dlambda``): over the λ range an
+image's PSNR is close to a straight line in Σ log₂ m of the encoder-side LAE mask, but its
+slope differs from image to image (on the demo model by a factor of four, and far below the
+6.02 dB per bit of mean log₂ m that a uniform quantiser scaled by m would give), so a prior
+slope is a poor guess and the line has to be measured on the image. A *round* is the image the
+decoder will return at one λ index, computed without entropy coding
+(:meth:`~.probe.ImageProbe.reconstruct`: the same quantised latent through the decoder-side
+LAE and ``g_s``), so it costs a decode and gives that index's PSNR exactly.
+
+``method="interpolate"`` (the default): round 1 at the middle λ index (or ``start``), round 2
+at the end of the range on the target's side, then the target is solved on the line through
+the two and the image is encoded there (one real encode; its PSNR is the line's prediction,
+which the study checks against real decodes). ``method="secant"``: round 2 where the line
+through round 1 with the prior ``slope`` puts the target, then the line through both rounds.
+More ``rounds`` refine the bracket (regula falsi). A target beyond the range is coded at the
+end with a :class:`RateControlWarning` stating the range.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from .container import Bitstream, to_float32
+from .errors import RateError
+from .image_codec import ImageCodec
+from .probe import ImageProbe
+from .rate_control import RateControlWarning
+from .search import Point, next_position
+from .targets import TargetError, check_positive
+
+__all__ = ["QUALITY_METHODS", "THEORY_DB_PER_BIT", "QualityResult", "encode_to_psnr"]
+
+#: The quality-control methods (see the module).
+QUALITY_METHODS = ("interpolate", "secant")
+#: dB of PSNR per bit of mean log₂ m if a uniform quantiser's error shrank as 1/m²:
+#: 20·log10(2). The prior of ``secant`` when no slope is given.
+THEORY_DB_PER_BIT = 20 * math.log10(2)
+
+
+@dataclass
+class QualityResult:
+    """The file coded for a target PSNR and how it was found."""
+
+    target_psnr: float
+    stream: Bitstream | None = None
+    psnr: float = math.nan  # of the file: measured when a round was at its index, else predicted
+    measured: bool = False
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (λ index, PSNR)
+    clamped: str | None = None
+    achievable: tuple[float, float] | None = None  # PSNR at λ index 0 and max (≈)
+    seconds: float = 0.0
+    encodes: int = 0
+
+    @property
+    def lmbda_idx(self) -> float:
+        assert self.stream is not None and self.stream.lmbda_idx is not None
+        return self.stream.lmbda_idx
+
+    @property
+    def bpp(self) -> float:
+        assert self.stream is not None
+        return self.stream.bpp
+
+    @property
+    def error(self) -> float:
+        """PSNR − target (dB) of the file, as known (measured or predicted)."""
+        return self.psnr - self.target_psnr
+
+
+def check_target_psnr(target: float) -> float:
+    """``target`` as a float; RateError unless it is a positive finite number of dB."""
+    try:
+        return check_positive(target, "the target PSNR", "dB")
+    except TargetError as err:
+        raise RateError(str(err)) from None
+
+
+@dataclass
+class _Rounds:
+    """The reconstructions made so far, as points of the D-λ line."""
+
+    probe: ImageProbe
+    target: float
+    points: list[Point] = field(default_factory=list)
+
+    def measure(self, idx: float) -> float:
+        psnr = self.probe.psnr(idx)
+        self.points.append((idx, self.probe.rates.bits(idx), psnr))
+        return psnr
+
+    def close(self, tolerance: float) -> Point | None:
+        best = min(self.points, key=lambda p: abs(p[2] - self.target))
+        return best if abs(best[2] - self.target) <= tolerance else None
+
+    def line_at(self, s_bits: float) -> float:
+        """The PSNR the line through the two points nearest the target predicts at S."""
+        (_, s0, v0), (_, s1, v1) = sorted(self.points, key=lambda p: abs(p[2] - self.target))[:2]
+        return v0 + (v1 - v0) * (s_bits - s0) / (s1 - s0) if s1 != s0 else v0
+
+
+def _next_index(state: _Rounds, method: str, prior: float) -> float:
+    """The λ index of the next round: after one round, the end on the target's side
+    (``interpolate``) or the prior line's solution (``secant``); then regula falsi."""
+    curve = state.probe.rates
+    if len(state.points) == 1 and method == "interpolate":
+        return curve.max_index if state.target > state.points[0][2] else 0.0
+    return curve.solve(next_position(state.points, state.target, prior))[0]
+
+
+def _final_index(state: _Rounds, prior: float) -> tuple[float, str | None]:
+    """Where to encode: on the line through the rounds (interpolated when they bracket the
+    target), or the end the target lies beyond (``"low"``/``"high"``)."""
+    curve, target = state.probe.rates, state.target
+    idx, _, psnr = min(state.points, key=lambda p: abs(p[2] - target))
+    if idx == 0.0 and psnr > target and not any(p[2] < target for p in state.points):
+        return idx, "low"
+    if idx == curve.max_index and psnr < target and not any(p[2] > target for p in state.points):
+        return idx, "high"
+    return curve.solve(next_position(state.points, target, prior))  # clamped: beyond by the line
+
+
+def _predicted(state: _Rounds, idx: float) -> tuple[float, bool]:
+    """(PSNR at ``idx``, measured?): a round's value, else the line's."""
+    for i, _, psnr in state.points:
+        if i == idx:
+            return psnr, True
+    if len(state.points) < 2:
+        return state.points[0][2], False
+    return state.line_at(state.probe.rates.bits(idx)), False
+
+
+def encode_to_psnr(
+    codec: ImageCodec,
+    x: Tensor,
+    target_psnr: float,
+    *,
+    method: str = "interpolate",
+    rounds: int = 2,
+    tolerance: float = 0.02,
+    start: float | None = None,
+    slope: float | None = None,
+) -> QualityResult:
+    """Code ``x`` (1, 3, H, W) in [0, 1] at a PSNR (dB, 8-bit, as the decoded PNG) as close
+    as possible to ``target_psnr``: ``rounds`` reconstructions (see the module), then one
+    real encode, at a round's index when one came within ``tolerance`` dB.
+
+    ``slope``: the prior dB per bit of mean log₂ m for ``secant`` (default 6.02, the
+    theory); ``start``: the λ index of round 1 (default the middle).
+    """
+    target = check_target_psnr(target_psnr)
+    if method not in QUALITY_METHODS:
+        raise ValueError(f"unknown quality-control method {method!r}; use {QUALITY_METHODS}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    began = time.perf_counter()
+    state = _Rounds(ImageProbe(codec, x), target)
+    prior = (slope or THEORY_DB_PER_BIT) / state.probe.rates.y.numel()  # dB per bit of S
+    idx = to_float32(codec.max_index / 2 if start is None else codec.rate_index(quality=start))
+    for _ in range(rounds):
+        state.measure(idx)
+        if state.close(tolerance) or len(state.points) == rounds:
+            break
+        idx = _next_index(state, method, prior)
+        if any(p[0] == idx for p in state.points):
+            break
+    result = _finish(state, prior, tolerance)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _finish(state: _Rounds, prior: float, tolerance: float) -> QualityResult:
+    """Encode where the rounds point, record what is known, warn if the target is out of
+    reach."""
+    near = state.close(tolerance)
+    idx, clamped = (near[0], None) if near else _final_index(state, prior)
+    result = QualityResult(state.target, state.probe.encode(idx), encodes=1, clamped=clamped)
+    result.psnr, result.measured = _predicted(state, idx)
+    result.rounds = [(p[0], p[2]) for p in state.points]
+    ends = (0.0, state.probe.rates.max_index)
+    result.achievable = tuple(_predicted(state, i)[0] for i in ends)  # type: ignore[assignment]
+    if clamped is not None:
+        lo, hi = sorted(result.achievable)
+        low = clamped == "low"
+        warnings.warn(
+            f"target {state.target:.4g} dB is {'below' if low else 'above'} what the model "
+            f"reaches on this image (about {lo:.4g}–{hi:.4g} dB); coded at the "
+            f"{'lowest' if low else 'highest'} quality, λ index {idx:g}: {result.psnr:.2f} dB",
+            RateControlWarning,
+            stacklevel=3,
+        )
+    return result
