@@ -21,7 +21,9 @@ from lae_vbr.codec.refine import (
     _descend,
     _directions,
     _frozen,
+    native_bfloat16,
     refine_encode,
+    refinement_loss,
 )
 from lae_vbr.models.entropy import bottleneck_likelihood, ste_round
 from lae_vbr.models.rate import value_of_index as index_to_lmbda
@@ -72,7 +74,7 @@ def test_zero_steps_is_the_plain_encoder(codec, image) -> None:
     assert len(result.losses) == 1 and result.best_step == 0
 
 
-@pytest.mark.parametrize("schedule", ["fast", "reference"])
+@pytest.mark.parametrize("schedule", ["float32", "bfloat16", "reference"])
 @pytest.mark.parametrize("idx", [1.5, 4.0])
 def test_refinement_lowers_the_real_rd_loss_and_decodes(
     codec, image, idx: float, schedule: str
@@ -81,7 +83,10 @@ def test_refinement_lowers_the_real_rd_loss_and_decodes(
     before = {k: v.clone() for k, v in codec.model.state_dict().items()}
     flags = [p.requires_grad for p in codec.model.parameters()]
     plain = codec.encode(image, idx)
-    chosen = RefineSchedule(STEPS) if schedule == "fast" else RefineSchedule.reference(STEPS)
+    if schedule == "reference":
+        chosen = RefineSchedule.reference(STEPS)
+    else:
+        chosen = RefineSchedule(STEPS, precision=schedule)
     stream, result = refine_encode(codec, image, idx, chosen)
     assert stream.lmbda_idx == pytest.approx(idx) and stream.to_bytes() != plain.to_bytes()
     assert min(result.losses) < result.losses[0] and result.best_step > 0
@@ -127,7 +132,8 @@ def test_bad_rates_are_rejected(codec, image) -> None:
         refine_encode(codec, image, None)
     with pytest.raises(ValueError, match="steps must be ≥ 0"):
         RefineSchedule(steps=-1)
-    for bad in ({"momentum": 1.0}, {"backoff": 0.0}, {"normalize": 0.0}, {"decay": 1.5}):
+    bad_values = ({"momentum": 1.0}, {"backoff": 0.0}, {"normalize": 0.0}, {"precision": "fp8"})
+    for bad in bad_values:
         with pytest.raises(ValueError):
             RefineSchedule(**bad)
 
@@ -224,8 +230,9 @@ def test_fast_schedule_steps_are_normalised_and_carry_momentum() -> None:
         calls: list[tuple] = []
         _descend(_quadratic(a, torch.zeros(1), calls), torch.zeros(4), torch.ones(1), schedule, 0.5)
         assert torch.allclose(calls[1][1], 0.5 * a / (2 * scale))
-    assert RefineSchedule() == RefineSchedule(6, 1.0, 0.85, 0.5, 0.999, 1.0, 0.0)  # the default
-    d, v = _directions([torch.tensor([2.0])], [torch.tensor([4.0])], RefineSchedule(normalize=None))
+    assert RefineSchedule() == RefineSchedule(10, 1.0, 0.75, 0.7, 0.999, 1.0, 0.0, "auto")
+    plain = RefineSchedule(momentum=0.5, normalize=None)
+    d, v = _directions([torch.tensor([2.0])], [torch.tensor([4.0])], plain)
     assert v == [torch.tensor([0.5 * 4.0 + 2.0])] and d == [torch.tensor([2.0 + 0.5 * 4.0])]
 
 
@@ -235,3 +242,24 @@ def test_weights_are_unfrozen_after_a_failure(codec, image) -> None:
         assert not any(p.requires_grad for p in codec.model.parameters())
         raise RuntimeError("boom")
     assert [p.requires_grad for p in codec.model.parameters()] == flags
+
+
+def test_bfloat16_where_the_hardware_has_it(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    assert not RefineSchedule.reference().bfloat16_on(cpu)
+    assert RefineSchedule(precision="bfloat16").bfloat16_on(cpu)
+    assert not RefineSchedule(precision="float32").bfloat16_on(cpu)
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        assert native_bfloat16(cpu) is native and RefineSchedule().bfloat16_on(cpu) is native
+    assert not native_bfloat16(torch.device("meta"))
+
+
+def test_the_refinement_loss_in_bfloat16_is_close_to_float32(codec, image) -> None:
+    """What "auto" may choose: the same loss within a fraction of a percent."""
+    lmbda = index_to_lmbda(codec.lmbdas, 3.0)
+    with torch.no_grad():
+        y, z, exact = refinement_loss(codec.model, image, lmbda, 3.0)
+        _, _, fast = refinement_loss(codec.model, image, lmbda, 3.0, bfloat16=True)
+        assert float(fast(y, z)) == pytest.approx(float(exact(y, z)), rel=0.01)

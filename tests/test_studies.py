@@ -340,8 +340,9 @@ def test_dlm_schedules_by_name_with_overrides() -> None:
     assert study() == RefineSchedule()
     assert study(schedule="reference") == RefineSchedule.reference()
     assert study(schedule="reference", steps=5, lr=400) == RefineSchedule(
-        5, 400.0, 0.99, 0.0, None, 0.5, 1e-5
+        5, 400.0, 0.99, 0.0, None, 0.5, 1e-5, "float32"
     )
+    assert study(precision="float32").precision == "float32"
     assert study(momentum=0).momentum == 0.0 and study(steps=3).steps == 3
 
 

@@ -3,16 +3,18 @@
     OMP_NUM_THREADS=1 python experiments/dlm/compare_schedules.py --images kodim04,kodim08 \
         --lmbda-idx 1,4 --baseline-rev 7adf4d3 --out experiments/dlm/schedules.json
 
-For every image and λ index, in one process and on one thread, three refined encodes are run
+For every image and λ index, in one process and on one thread, the refined encodes are run
 back to back, their order rotating from point to point (so a change in the machine's load hits
-each alike): ``fast`` (:class:`RefineSchedule`'s defaults), ``reference``
+each alike): ``fast`` (:class:`RefineSchedule`'s defaults: bfloat16 decoder path where the CPU
+has it natively), ``fast-float32`` (the same in float32), ``reference``
 (:meth:`RefineSchedule.reference`, the same loop) and, with ``--baseline-rev``, ``today``: the
 reference schedule run by ``src/lae_vbr/codec/refine.py`` as it was at that revision (loaded
 from git into this process, so it drives the same model). Per encode: the wall time of
-``refine_encode`` (analysis, refinement, entropy coding), the reduction of the image's loss
-``bpp + 255²·λ·MSE`` as the refinement measures it (best step against the unrefined latent,
-the study's "loss reduction"), and the same loss of the real file (its y+z bytes, the decoded
-image) against the plain encode's.
+``refine_encode`` (analysis, refinement, entropy coding); the reduction of the image's loss
+``bpp + 255²·λ·MSE`` as the refinement measured it (best step against the unrefined latent,
+the study's "loss reduction"), the same in float32 (``exact_``, evaluated afterwards, not
+timed), and the reduction of that loss for the real file (its y+z bytes, the decoded image)
+against the plain encode's.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ import torch
 
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.images import read_image
-from lae_vbr.codec.refine import RefineSchedule, refine_encode
+from lae_vbr.codec.refine import (
+    RefineSchedule,
+    native_bfloat16,
+    refine_encode,
+    refinement_loss,
+)
 from lae_vbr.models.rate import value_of_index
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,25 +69,32 @@ def _real_loss(codec: ImageCodec, stream, x: torch.Tensor, lmbda: float) -> floa
     return bits / (x.shape[-2] * x.shape[-1]) + 255**2 * lmbda * float((x_hat - x).pow(2).mean())
 
 
+#: The schedules of this tree that are compared, by name.
+SCHEDULES = {
+    "fast": RefineSchedule(),
+    "fast-float32": RefineSchedule(precision="float32"),
+    "reference": RefineSchedule.reference(),
+}
+
+
 def _variants(baseline: ModuleType | None) -> dict:
-    """name → a function (codec, x, idx) → (stream, losses) of one refined encode."""
-
-    def ours(schedule: RefineSchedule):
-        def run(codec, x, idx):
-            stream, result = refine_encode(codec, x, idx, schedule)
-            return stream, result.losses
-
-        return run
-
-    variants = {"fast": ours(RefineSchedule()), "reference": ours(RefineSchedule.reference())}
+    """name → a function (codec, x, idx) → (stream, RefineResult) of one refined encode."""
+    variants = {
+        name: (lambda codec, x, idx, s=schedule: refine_encode(codec, x, idx, s))
+        for name, schedule in SCHEDULES.items()
+    }
     if baseline is not None:
-
-        def today(codec, x, idx):
-            stream, result = baseline.refine_encode(codec, x, idx, baseline.RefineSchedule())
-            return stream, result.losses
-
-        variants["today"] = today
+        variants["today"] = lambda codec, x, idx: baseline.refine_encode(
+            codec, x, idx, baseline.RefineSchedule()
+        )
     return variants
+
+
+def _exact_reduction(codec: ImageCodec, x, lmbda: float, idx: float, result) -> float:
+    """1 − loss(best latents) / loss(unrefined latents), both evaluated in float32."""
+    y, z, loss_at = refinement_loss(codec.model, x, lmbda, idx)
+    with torch.no_grad():
+        return 1 - float(loss_at(result.y, result.z)) / float(loss_at(y, z))
 
 
 def _measure(codec, name: str, x, idx: float, variants: dict, turn: int) -> list[dict]:
@@ -92,8 +106,9 @@ def _measure(codec, name: str, x, idx: float, variants: dict, turn: int) -> list
     rows = []
     for variant in order:
         start = time.perf_counter()
-        stream, losses = variants[variant](codec, x, idx)
+        stream, result = variants[variant](codec, x, idx)
         seconds = time.perf_counter() - start
+        losses = result.losses
         rows.append(
             {
                 "image": name,
@@ -102,6 +117,7 @@ def _measure(codec, name: str, x, idx: float, variants: dict, turn: int) -> list
                 "seconds": round(seconds, 3),
                 "steps_run": len(losses) - 1,
                 "loss_reduction": 1 - min(losses) / losses[0],
+                "exact_loss_reduction": _exact_reduction(codec, x, lmbda, idx, result),
                 "real_loss_reduction": 1 - _real_loss(codec, stream, x, lmbda) / plain,
             }
         )
@@ -124,6 +140,9 @@ def _summary(rows: list[dict]) -> dict:
         }
         out[variant] = {
             "mean_loss_reduction": round(statistics.mean(r["loss_reduction"] for r in mine), 5),
+            "mean_exact_loss_reduction": round(
+                statistics.mean(r["exact_loss_reduction"] for r in mine), 5
+            ),
             "mean_real_loss_reduction": round(
                 statistics.mean(r["real_loss_reduction"] for r in mine), 5
             ),
@@ -168,9 +187,9 @@ def main() -> None:
         "threads": args.threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "bfloat16_native": native_bfloat16(torch.device("cpu")),
         "schedules": {
-            "fast": repr(RefineSchedule()),
-            "reference": repr(RefineSchedule.reference()),
+            **{name: repr(schedule) for name, schedule in SCHEDULES.items()},
             **({"today": f"refine.py at {args.baseline_rev}"} if baseline else {}),
         },
         "summary": summary,

@@ -10,9 +10,10 @@ Rounding inside the latent codec gets a straight-through gradient here (its
 ``straight_through`` mode), so the loss is the rate of the values actually coded (not a noisy
 proxy), its gradient still reaches the latents, and "keep the best step" compares exact values.
 
-Two schedules (:class:`RefineSchedule`): the default takes 6 steps whose length is set by the
+Two schedules (:class:`RefineSchedule`): the default takes 10 steps whose length is set by the
 gradient itself (the 99.9th percentile of its magnitude moves a latent by ``lr``) with Nesterov
-momentum, and reaches the loss reduction of the reference's schedule, 20 plain SGD steps
+momentum, the decoder path in bfloat16 where the hardware computes it natively; it reduces the
+loss as much as the reference's schedule, 20 plain SGD steps in float32
 (:meth:`RefineSchedule.reference`), in a third of its time (``experiments/dlm``).
 """
 
@@ -41,8 +42,10 @@ __all__ = [
     "OnStep",
     "RefineResult",
     "RefineSchedule",
+    "native_bfloat16",
     "refine_encode",
     "refine_latents",
+    "refinement_loss",
 ]
 
 #: Progress callback: ``on_step(step, steps)`` after each evaluated step (0 = unrefined).
@@ -50,6 +53,8 @@ OnStep = Callable[[int, int], None]
 
 #: Image size (768×512) the reference step size was chosen for.
 KODAK_PIXELS = 768 * 512
+#: ``RefineSchedule.precision`` values.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -65,15 +70,24 @@ class RefineSchedule:
     setting) and is scaled by ``pixels / KODAK_PIXELS`` for other sizes, since the per-pixel
     loss gives each latent element a gradient that shrinks as images grow. ``momentum``
     (Nesterov) carries part of the previous steps into each step.
+
+    ``precision`` is that of the decoder path (decoder-side LAE and ``g_s``, most of a step's
+    time) inside the loss: ``"bfloat16"`` runs it under autocast (about 1.7× faster steps on a
+    CPU with AVX512-BF16, the same loss reduction), ``"float32"`` does not, ``"auto"`` takes
+    bfloat16 where the device computes it natively (:func:`native_bfloat16`). The entropy
+    model (the rate) is always float32 and the file is coded as without refinement; the
+    losses recorded are those computed, so with bfloat16 their distortion is that of the
+    bfloat16 decoder path (within a few 0.1 % of float32's).
     """
 
-    steps: int = 6
+    steps: int = 10
     lr: float = 1.0
-    decay: float = 0.85
-    momentum: float = 0.5
+    decay: float = 0.75
+    momentum: float = 0.7
     normalize: float | None = 0.999
     backoff: float = 1.0
     min_change: float = 0.0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -84,16 +98,36 @@ class RefineSchedule:
             raise ValueError("refinement needs 0 ≤ momentum < 1 and 0 < backoff ≤ 1")
         if self.normalize is not None and not 0 < self.normalize <= 1:
             raise ValueError(f"normalize is a quantile in (0, 1], got {self.normalize}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @classmethod
     def reference(cls, steps: int = 20) -> RefineSchedule:
         """The reference's schedule: plain SGD, step size 800 × 0.99ⁿ, halved when the loss
         rose, stopping when it changes by less than 10⁻⁵ (for studies and comparisons)."""
-        return cls(steps, 800.0, 0.99, momentum=0.0, normalize=None, backoff=0.5, min_change=1e-5)
+        return cls(steps, 800.0, 0.99, 0.0, None, 0.5, 1e-5, "float32")
 
     def step_size(self, pixels: int) -> float:
         """The first step size for an image of ``pixels`` pixels (see the class doc)."""
         return self.lr if self.normalize is not None else self.lr * pixels / KODAK_PIXELS
+
+    def bfloat16_on(self, device: torch.device) -> bool:
+        """Whether the decoder path runs in bfloat16 on ``device``."""
+        return self.precision == "bfloat16" or (
+            self.precision == "auto" and native_bfloat16(device)
+        )
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU of compute capability 8 or
+    more, or a CPU with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, slower than
+    float32."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
 
 
 @dataclass
@@ -133,24 +167,42 @@ def refine_latents(
     takes seconds per step on a CPU).
     """
     schedule = schedule or RefineSchedule()
+    start = time.perf_counter()
+    bfloat16 = schedule.bfloat16_on(x.device)
+    y, z, loss_at = refinement_loss(model, x, lmbda, lmbda_idx, bfloat16)
+    with _frozen(model):
+        lr = schedule.step_size(x.shape[-2] * x.shape[-1])
+        result = _descend(loss_at, y, z, schedule, lr, on_step)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def refinement_loss(
+    model: ComposedCodec,
+    x: Tensor,
+    lmbda: float,
+    lmbda_idx: float | None = None,
+    bfloat16: bool = False,
+) -> tuple[Tensor, Tensor, Callable[[Tensor, Tensor], Tensor]]:
+    """The unrefined latents (y, z) of ``x`` and the loss that refinement minimises, as a
+    function of them: ``bpp + 255²·lmbda·MSE`` through the latent codec (straight-through
+    rounding) and the decoder path, the latter under bfloat16 autocast if ``bfloat16``."""
     model = refinable(model)
     lmbdas = model.lmbda_input(lmbda_idx, 1)
     height, width = x.shape[-2:]
     loss_fn = RateDistortionLoss([lmbda]).to(x.device)
-    start = time.perf_counter()
     with torch.no_grad():
         y, _ = model.analysis(pad_image(x, model.pad_multiple), lmbdas)
         z = model.latent_codec.hyper_analysis(y)
 
     def loss_at(y: Tensor, z: Tensor) -> Tensor:
         coded = model.latent_codec(y, z, straight_through=True)
-        x_hat = crop_image(model.synthesis(coded["y_hat"], lmbdas), height, width).clamp(0, 1)
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bfloat16):
+            x_hat = model.synthesis(coded["y_hat"], lmbdas)
+        x_hat = crop_image(x_hat.to(x.dtype), height, width).clamp(0, 1)
         return loss_fn({"x_hat": x_hat, "likelihoods": coded["likelihoods"]}, x)["loss"]
 
-    with _frozen(model):
-        result = _descend(loss_at, y, z, schedule, schedule.step_size(height * width), on_step)
-    result.seconds = time.perf_counter() - start
-    return result
+    return y, z, loss_at
 
 
 @contextmanager

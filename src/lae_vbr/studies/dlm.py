@@ -194,7 +194,7 @@ def write_dlm(
 
 #: The study's schedules by name (``study.schedule``).
 SCHEDULES = {"fast": RefineSchedule(), "reference": RefineSchedule.reference()}
-_OVERRIDES = ("steps", "lr", "decay", "momentum", "backoff", "min_change")
+_OVERRIDES = ("steps", "lr", "decay", "momentum", "backoff", "min_change", "precision")
 
 
 def _schedule(study: DictConfig) -> RefineSchedule:
