@@ -7,8 +7,10 @@ that needs torch is imported on first use:
 * :mod:`.images`: reading and writing image files;
 * :mod:`.errors`: the errors of coding (:class:`CodecError` and its kinds);
 * :mod:`.digest`: the weights digest that ties a file to its model;
-* :mod:`.rate_model`, :mod:`.rate_control`, :mod:`.refine`: the R-λ model, coding to a
-  target rate, and encoder-side latent refinement.
+* :mod:`.rate_model`, :mod:`.probe`, :mod:`.rate_control`, :mod:`.quality_control`,
+  :mod:`.refine`: the R-λ model, one image priced and reconstructed at any λ without coding,
+  coding to a bit rate, a file size, a total size for a set or a PSNR (:mod:`.targets` parses
+  them without torch), and encoder-side latent refinement.
 """
 
 from __future__ import annotations

@@ -57,8 +57,9 @@ __all__ = [
 METHODS = ("estimate", "rlambda")
 #: Extra real encodes a size budget may take when none of the first ones fits.
 _EXTRA_FOR_BUDGET = 4
-#: New estimates in the first search, at most (later ones: 2).
-_PROBES = 5
+#: New estimates of the first search after its first two (the middle, the R-λ step), at
+#: most; later searches make up to 2.
+_PROBES = 2
 
 
 class RateControlWarning(UserWarning):
@@ -96,7 +97,7 @@ class RateControlResult:
     seconds: float = 0.0
     max_bytes: int | None = None
     estimates: int = 0  # rate estimates (no entropy coding) made by the search
-    method: str = "rlambda"
+    method: str = ""  # "estimate" or "rlambda" (empty for the study's baselines)
 
     @property
     def best(self) -> Attempt:
