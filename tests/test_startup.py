@@ -90,3 +90,24 @@ def test_compressai_imported_first_or_unexpected_is_imported_normally(first: str
         "print(json.dumps([_lean_compressai.LEAN, 'compressai.datasets' in sys.modules]))"
     )
     assert out == [False, True]
+
+
+def test_a_command_runs_without_the_cyclic_collector(monkeypatch, tmp_path) -> None:
+    """Paused for the command (its collections over torch's objects cost 0.3 s of a small
+    compress), restored afterwards, also when the command fails."""
+    import gc
+
+    from lae_vbr.codec import cli
+
+    seen = []
+
+    def spy(args) -> int:
+        seen.append(gc.isenabled())
+        raise cli.UsageError("stop here")
+
+    monkeypatch.setattr(cli, "_info", spy)
+    junk = tmp_path / "x.lae"
+    junk.write_bytes(b"")
+    assert gc.isenabled()
+    assert cli.main(["info", str(junk)]) == cli.USAGE
+    assert seen == [False] and gc.isenabled()

@@ -9,7 +9,9 @@ same three commands of an older source tree follow each of ours), so a change in
 load hits every command alike. Reported per command: the median, quartiles and range of the wall
 time of the whole process, and the median of the per-round ratio to ``import torch`` (the
 target: compress within 1.6×, ``--help`` and ``info`` within 0.5 s). ``--importtime`` adds
-the slowest imports of one compress per source tree (``python -X importtime``).
+the slowest imports of one compress per source tree (``python -X importtime``), ``--phases N``
+the median time of each stage of a compress (imports, checkpoint, model, tables, encode) over
+N runs per tree.
 """
 
 from __future__ import annotations
@@ -92,11 +94,55 @@ def _importtime(args: list[str], src: Path, top: int = 12) -> list[dict]:
     return [{**r, "cumulative_s": round(r["cumulative_s"] / 1e6, 3)} for r in rows[:top]]
 
 
+#: The stages of a 1×1 compress, timed inside one process (printed as JSON).
+PHASES = """
+import json, sys, time
+marks = [time.perf_counter()]
+def lap(): marks.append(time.perf_counter())
+import torch; lap()
+from lae_vbr.codec.image_codec import ImageCodec, default_checkpoint; lap()
+from lae_vbr.codec.images import read_image; lap()
+import hydra.utils; lap()
+from lae_vbr.models.registry import LoadedCodec
+from lae_vbr.models.state_dict import read_checkpoint
+checkpoint = read_checkpoint(default_checkpoint()); lap()
+model = hydra.utils.instantiate(checkpoint.config["model"]); lap()
+model.load_state_dict(checkpoint.state_dict); lap()
+lmbdas = [float(v) for v in checkpoint.config["lmbda"]["values"]]
+codec = ImageCodec(LoadedCodec(model.eval(), lmbdas, "demo", checkpoint.config)); lap()
+stream = codec.encode(read_image(sys.argv[1]), 3.0); lap()
+names = ["import torch", "import the codec", "import images", "import hydra", "read checkpoint",
+         "build model", "load_state_dict", "ImageCodec (tables, digest)", "encode 1x1"]
+print(json.dumps(dict(zip(names, [b - a for a, b in zip(marks, marks[1:])]))))
+"""
+
+
+def _phases(trees: dict[str, Path], png: Path, repeats: int) -> dict:
+    """Median seconds of each stage of a compress per source tree, runs interleaved."""
+    runs: dict[str, list[dict]] = {t: [] for t in trees}
+    for _ in range(repeats):
+        for tree, src in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(src)}
+            done = subprocess.run(
+                [sys.executable, "-c", PHASES, str(png)],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs[tree].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {
+        tree: {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
+        for tree, rs in runs.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--baseline-src", type=Path, help="an older checkout's src/ to compare")
     parser.add_argument("--importtime", action="store_true")
+    parser.add_argument("--phases", type=int, default=0, help="time the stages N times")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     trees = {"ours": SRC, **({"baseline": args.baseline_src} if args.baseline_src else {})}
@@ -112,6 +158,9 @@ def main() -> None:
                     times.setdefault(f"{name} ({tree})", []).append(_run(command, src))
         if args.importtime:
             imports = {t: _importtime(commands["compress"], s) for t, s in trees.items()}
+        if args.phases:
+            phases = _phases(trees, tmp / "one.png", args.phases)
+            print(json.dumps(phases, indent=2))
     torch_runs = times["import torch"]
     results = {}
     for name, runs in times.items():
@@ -135,6 +184,7 @@ def main() -> None:
         "lae_vbr_on_path": shutil.which("lae-vbr"),
         "results": results,
         **({"slowest_imports_of_compress": imports} if args.importtime else {}),
+        **({"stages_of_compress_median_s": phases} if args.phases else {}),
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

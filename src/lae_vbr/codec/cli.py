@@ -14,6 +14,7 @@ shown on stderr when it is a terminal; nothing here writes colour codes.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.resources
 import json
 import math
@@ -563,6 +564,21 @@ def _fail(message: object, code: int) -> int:
     return code
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for one command: importing torch and building
+    the model create about a million long-lived objects, and the collections they trigger
+    took 0.3 s of a 2 s compress of a small image. Tensors are freed by reference counting
+    either way; the collector's state is restored afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises for bad input)."""
     parser = build_parser()
@@ -571,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse has printed its message (or the help)
         return exit_.code if isinstance(exit_.code, int) else USAGE
     try:
-        return args.run(args)
+        with _gc_paused():
+            return args.run(args)
     except UsageError as err:
         return _fail(err, USAGE)
     except OSError as err:
