@@ -230,7 +230,7 @@ def test_fast_schedule_steps_are_normalised_and_carry_momentum() -> None:
         calls: list[tuple] = []
         _descend(_quadratic(a, torch.zeros(1), calls), torch.zeros(4), torch.ones(1), schedule, 0.5)
         assert torch.allclose(calls[1][1], 0.5 * a / (2 * scale))
-    assert RefineSchedule() == RefineSchedule(10, 1.0, 0.75, 0.7, 0.999, 1.0, 0.0, "auto")
+    assert RefineSchedule() == RefineSchedule(8, 1.0, 0.75, 0.7, 0.999, 1.0, 0.0, "auto")
     plain = RefineSchedule(momentum=0.5, normalize=None)
     d, v = _directions([torch.tensor([2.0])], [torch.tensor([4.0])], plain)
     assert v == [torch.tensor([0.5 * 4.0 + 2.0])] and d == [torch.tensor([2.0 + 0.5 * 4.0])]

@@ -7,8 +7,9 @@ Each round runs every command once, in one order (``import torch``, then ``lae-v
 of a 1×1 PNG with the bundled demo model, ``--help`` and ``info``; with ``--baseline-src`` the
 same three commands of an older source tree follow each of ours), so a change in the machine's
 load hits every command alike. Reported per command: the median, quartiles and range of the wall
-time of the whole process, and the median of the per-round ratio to ``import torch`` (the
-target: compress within 1.6×, ``--help`` and ``info`` within 0.5 s). ``--importtime`` adds
+time of the whole process, the median of the per-round ratio to ``import torch`` (the target:
+compress within 1.6×, ``--help`` and ``info`` within 0.5 s), and the same for the process's CPU
+time (user + system; on a loaded machine it moves less than the wall time). ``--importtime`` adds
 the slowest imports of one compress per source tree (``python -X importtime``), ``--phases N``
 the median time of each stage of a compress (imports, checkpoint, model, tables, encode) over
 N runs per tree.
@@ -44,12 +45,20 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
     }
 
 
-def _run(args: list[str], src: Path | None) -> float:
-    """Wall time of ``python ARGS`` with ``src`` as the package's source (None: no path)."""
+def _run(args: list[str], src: Path | None) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of ``python ARGS`` with ``src`` as the package's
+    source (None: no path)."""
     env = {**os.environ, "PYTHONPATH": str(src) if src else ""}
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    child = subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, args)
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def _prepare(tmp: Path) -> None:
@@ -73,6 +82,11 @@ def _stats(times: list[float]) -> dict:
         "max_s": round(max(times), 3),
         "runs_s": [round(t, 3) for t in times],
     }
+
+
+def _ratio(runs: list[float], base: list[float]) -> float:
+    """The median over the rounds of run / base (both of the same round)."""
+    return round(statistics.median(t / b for t, b in zip(runs, base, strict=True)), 3)
 
 
 def _importtime(args: list[str], src: Path, top: int = 12) -> list[dict]:
@@ -147,33 +161,38 @@ def main() -> None:
     args = parser.parse_args()
     trees = {"ours": SRC, **({"baseline": args.baseline_src} if args.baseline_src else {})}
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         _prepare(tmp)
         commands = _commands(tmp)
         for _ in range(args.repeats):
-            times.setdefault("import torch", []).append(_run(["-c", "import torch"], None))
+            runs = {"import torch": _run(["-c", "import torch"], None)}
             for name, command in commands.items():
                 for tree, src in trees.items():
-                    times.setdefault(f"{name} ({tree})", []).append(_run(command, src))
+                    runs[f"{name} ({tree})"] = _run(command, src)
+            for name, (wall, used) in runs.items():
+                times.setdefault(name, []).append(wall)
+                cpu.setdefault(name, []).append(used)
         if args.importtime:
             imports = {t: _importtime(commands["compress"], s) for t, s in trees.items()}
         if args.phases:
             phases = _phases(trees, tmp / "one.png", args.phases)
             print(json.dumps(phases, indent=2))
-    torch_runs = times["import torch"]
-    results = {}
-    for name, runs in times.items():
-        ratios = [t / base for t, base in zip(runs, torch_runs, strict=True)]
-        ratio = round(statistics.median(ratios), 3)
-        results[name] = {**_stats(runs), "ratio_to_torch_median": ratio}
-        print(
-            f"{name:22s} median {results[name]['median_s']:.3f} s "
-            f"[{results[name]['q1_s']:.3f}, {results[name]['q3_s']:.3f}] "
-            f"range {results[name]['min_s']:.3f}-{results[name]['max_s']:.3f}; "
-            f"÷ import torch (per round, median) {results[name]['ratio_to_torch_median']:.2f}",
-            flush=True,
-        )
+    results = {
+        name: {
+            **_stats(runs),
+            "ratio_to_torch_median": _ratio(runs, times["import torch"]),
+            "cpu_median_s": round(statistics.median(cpu[name]), 3),
+            "cpu_ratio_to_torch_median": _ratio(cpu[name], cpu["import torch"]),
+        }
+        for name, runs in times.items()
+    }
+    for name, r in results.items():
+        wall = f"wall {r['median_s']:.3f} s [{r['q1_s']:.3f}, {r['q3_s']:.3f}]"
+        ratios = f"÷ import torch {r['ratio_to_torch_median']:.2f}"
+        used = f"CPU {r['cpu_median_s']:.3f} s, ÷ import torch {r['cpu_ratio_to_torch_median']:.2f}"
+        print(f"{name:22s} {wall} {ratios}; {used}", flush=True)
     record = {
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),

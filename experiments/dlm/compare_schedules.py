@@ -9,8 +9,10 @@ each alike): ``fast`` (:class:`RefineSchedule`'s defaults: bfloat16 decoder path
 has it natively), ``fast-float32`` (the same in float32), ``reference``
 (:meth:`RefineSchedule.reference`, the same loop) and, with ``--baseline-rev``, ``today``: the
 reference schedule run by ``src/lae_vbr/codec/refine.py`` as it was at that revision (loaded
-from git into this process, so it drives the same model). Per encode: the wall time of
-``refine_encode`` (analysis, refinement, entropy coding); the reduction of the image's loss
+from git into this process, so it drives the same model). Per encode: the CPU time and the wall
+time of ``refine_encode`` (analysis, refinement, entropy coding; on one thread the CPU time is
+the work done, which other processes on a shared machine do not inflate as they do the wall
+time); the reduction of the image's loss
 ``bpp + 255²·λ·MSE`` as the refinement measured it (best step against the unrefined latent,
 the study's "loss reduction"), the same in float32 (``exact_``, evaluated afterwards, not
 timed), and the reduction of that loss for the real file (its y+z bytes, the decoded image)
@@ -105,9 +107,9 @@ def _measure(codec, name: str, x, idx: float, variants: dict, turn: int) -> list
     order = order[turn % len(order) :] + order[: turn % len(order)]
     rows = []
     for variant in order:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         stream, result = variants[variant](codec, x, idx)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         losses = result.losses
         rows.append(
             {
@@ -115,46 +117,44 @@ def _measure(codec, name: str, x, idx: float, variants: dict, turn: int) -> list
                 "lmbda_idx": idx,
                 "variant": variant,
                 "seconds": round(seconds, 3),
+                "cpu_seconds": round(cpu_seconds, 3),
                 "steps_run": len(losses) - 1,
                 "loss_reduction": 1 - min(losses) / losses[0],
                 "exact_loss_reduction": _exact_reduction(codec, x, lmbda, idx, result),
                 "real_loss_reduction": 1 - _real_loss(codec, stream, x, lmbda) / plain,
+                "losses": [round(v, 6) for v in losses],
             }
         )
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "losses"}), flush=True)
     return rows
 
 
+def _ratios(by_point: dict, variant: str, base: str, key: str) -> dict:
+    """Median and range over the points of ``variant``'s time / ``base``'s time."""
+    values = [p[variant][key] / p[base][key] for p in by_point.values()]
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3)}  # fmt: skip
+
+
 def _summary(rows: list[dict]) -> dict:
-    """Per variant: mean reductions, median and total time; time ratios per point."""
+    """Per variant: mean reductions, median and total times, time ratios per point."""
     out: dict = {}
     by_point: dict = {}
     for r in rows:
         by_point.setdefault((r["image"], r["lmbda_idx"]), {})[r["variant"]] = r
-    for variant in {r["variant"] for r in rows}:
+    bases = [b for b in ("reference", "today") if all(b in p for p in by_point.values())]
+    for variant in sorted({r["variant"] for r in rows}):
         mine = [r for r in rows if r["variant"] == variant]
-        ratios = {
-            base: [p[variant]["seconds"] / p[base]["seconds"] for p in by_point.values()]
-            for base in ("reference", "today")
-            if all(base in p for p in by_point.values())
-        }
         out[variant] = {
-            "mean_loss_reduction": round(statistics.mean(r["loss_reduction"] for r in mine), 5),
-            "mean_exact_loss_reduction": round(
-                statistics.mean(r["exact_loss_reduction"] for r in mine), 5
-            ),
-            "mean_real_loss_reduction": round(
-                statistics.mean(r["real_loss_reduction"] for r in mine), 5
-            ),
-            "median_seconds": round(statistics.median(r["seconds"] for r in mine), 2),
-            "total_seconds": round(sum(r["seconds"] for r in mine), 1),
             **{
-                f"time_vs_{base}": {
-                    "median": round(statistics.median(v), 3),
-                    "min": round(min(v), 3),
-                    "max": round(max(v), 3),
-                }
-                for base, v in ratios.items()
+                f"mean_{k}": round(statistics.mean(r[k] for r in mine), 5)
+                for k in ("loss_reduction", "exact_loss_reduction", "real_loss_reduction")
+            },
+            **{f"total_{k}": round(sum(r[k] for r in mine), 1) for k in ("seconds", "cpu_seconds")},
+            **{
+                f"{k}_vs_{base}": _ratios(by_point, variant, base, k)
+                for base in bases
+                for k in ("cpu_seconds", "seconds")
             },
         }
     return out

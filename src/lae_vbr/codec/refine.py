@@ -10,7 +10,7 @@ Rounding inside the latent codec gets a straight-through gradient here (its
 ``straight_through`` mode), so the loss is the rate of the values actually coded (not a noisy
 proxy), its gradient still reaches the latents, and "keep the best step" compares exact values.
 
-Two schedules (:class:`RefineSchedule`): the default takes 10 steps whose length is set by the
+Two schedules (:class:`RefineSchedule`): the default takes 8 steps whose length is set by the
 gradient itself (the 99.9th percentile of its magnitude moves a latent by ``lr``) with Nesterov
 momentum, the decoder path in bfloat16 where the hardware computes it natively; it reduces the
 loss as much as the reference's schedule, 20 plain SGD steps in float32
@@ -80,7 +80,7 @@ class RefineSchedule:
     bfloat16 decoder path (within a few 0.1 % of float32's).
     """
 
-    steps: int = 10
+    steps: int = 8
     lr: float = 1.0
     decay: float = 0.75
     momentum: float = 0.7
