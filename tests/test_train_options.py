@@ -129,6 +129,11 @@ def test_accumulation_clipping_and_ema(tmp_path: Path) -> None:
     x = torch.rand(1, 3, 40, 56)
     assert codec.decode(codec.encode(x, 2.0)).shape == x.shape
 
+    # a checkpoint mid-run rebuilds the live tables (new buffer sizes); averaging goes on
+    train(make_cfg(tmp_path / "c", [*common, "trainer.max_epochs=2"]))
+    in_one_run = torch.load(tmp_path / "c" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert in_one_run["global_step"] == 4
+
     train(make_cfg(tmp_path / "b", [*common, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 4

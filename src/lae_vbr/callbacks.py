@@ -91,6 +91,24 @@ class EMA(EMAWeightAveraging):
             update_starting_at_epoch=update_starting_at_epoch,
         )
 
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if self._average_model is not None:
+            self._match_buffer_shapes(pl_module)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
+
+    def _match_buffer_shapes(self, pl_module: LightningModule) -> None:
+        """Give the averaged copy's buffers the live model's shapes: ``update()`` (at every
+        checkpoint and validation) rebuilds the live CDF tables with new sizes, and torch's
+        averaging then copies buffers into the copy's old, differently sized ones."""
+        assert self._average_model is not None
+        for average, current in zip(
+            self._average_model.module.buffers(), pl_module.buffers(), strict=True
+        ):
+            if average.shape != current.shape:
+                average.data = torch.empty_like(current, device=average.device)
+
     def _swap_models(self, pl_module: LightningModule) -> None:
         assert self._average_model is not None
         for average, current in zip(
