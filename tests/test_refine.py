@@ -221,16 +221,24 @@ def test_reference_schedule_is_plain_sgd_with_decay_and_halving() -> None:
     assert result.best_step == 3 and not result.y.requires_grad
 
 
-def test_fast_schedule_steps_are_normalised_and_carry_momentum() -> None:
-    """The first step moves the q-quantile element of |∇| by exactly lr, whatever the
-    gradient's scale; the second adds Nesterov momentum."""
+def test_default_schedule_is_the_reference_rule_shortened() -> None:
+    """The default: plain SGD like the reference, half the steps, a longer first step that
+    decays faster, bfloat16 where native."""
+    fast, reference = RefineSchedule(), RefineSchedule.reference()
+    assert (fast.normalize, fast.momentum, fast.backoff) == (None, 0.0, reference.backoff)
+    assert fast.steps == reference.steps // 2 and fast.lr == 2 * reference.lr
+    assert fast == RefineSchedule(10, 1600.0, 0.9, 0.0, None, 0.5, 0.0, "auto")
+
+
+def test_normalised_steps_and_nesterov_momentum() -> None:
+    """Optional: the first step moves the q-quantile element of |∇| by exactly lr, whatever
+    the gradient's scale; momentum adds the previous direction (Nesterov)."""
     schedule = RefineSchedule(steps=1, lr=0.5, momentum=0.0, normalize=0.5)
     for scale in (1e-4, 1e3):
         a = scale * torch.arange(1.0, 5.0)  # gradient at 0: −a; its median magnitude: 2·scale
         calls: list[tuple] = []
         _descend(_quadratic(a, torch.zeros(1), calls), torch.zeros(4), torch.ones(1), schedule, 0.5)
         assert torch.allclose(calls[1][1], 0.5 * a / (2 * scale))
-    assert RefineSchedule() == RefineSchedule(8, 1.0, 0.75, 0.7, 0.999, 1.0, 0.0, "auto")
     plain = RefineSchedule(momentum=0.5, normalize=None)
     d, v = _directions([torch.tensor([2.0])], [torch.tensor([4.0])], plain)
     assert v == [torch.tensor([0.5 * 4.0 + 2.0])] and d == [torch.tensor([2.0 + 0.5 * 4.0])]
