@@ -33,6 +33,7 @@ and the wrap-around of the shifted windows there are those of the whole map.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -117,10 +118,13 @@ def band_rows(geometry: BandGeometry, height: int, width: int, max_pixels: int) 
     return math.ceil(height / bands / geometry.align) * geometry.align
 
 
-def run_in_bands(layer: nn.Module, x: Tensor, max_pixels: int | None = None) -> Tensor:
+def run_in_bands(
+    layer: nn.Module, x: Tensor, max_pixels: int | None = None, in_place: bool = False
+) -> Tensor:
     """``layer(x)`` for a (B, C, H, W) map, computed in row bands when it has a known geometry
     and is larger than ``max_pixels`` (default :data:`BAND_PIXELS`); bit-identical to
-    ``layer(x)`` (see the module notes)."""
+    ``layer(x)`` (see the module notes). ``in_place``: ``x`` belongs to the caller alone, and
+    a same-shape layer (a ConvTransBlock) may write its result over it."""
     max_pixels = BAND_PIXELS if max_pixels is None else max_pixels
     geometry = band_geometry(layer)
     height = x.shape[-2]
@@ -129,11 +133,11 @@ def run_in_bands(layer: nn.Module, x: Tensor, max_pixels: int | None = None) -> 
     rows = band_rows(geometry, height, x.shape[-1], max_pixels)
     if rows + 2 * geometry.halo >= height:
         return layer(x)
+    if in_place and geometry.up == geometry.down == 1 and layer_keeps_shape(layer):
+        return _overwrite_in_bands(layer, x, rows, geometry.halo)
     up, down = geometry.up, geometry.down
     out: Tensor | None = None
-    for start in range(0, height, rows):
-        stop = min(height, start + rows)
-        lo, hi = max(0, start - geometry.halo), min(height, stop + geometry.halo)
+    for start, stop, lo, hi in _bands(height, rows, geometry.halo):
         band = layer(x[..., lo:hi, :])
         if out is None:
             out = band.new_empty(*band.shape[:-2], height * up // down, band.shape[-1])
@@ -144,14 +148,43 @@ def run_in_bands(layer: nn.Module, x: Tensor, max_pixels: int | None = None) -> 
     return out
 
 
+def layer_keeps_shape(layer: nn.Module) -> bool:
+    """Whether a layer's output has its input's shape (so it can overwrite it)."""
+    return isinstance(layer, ConvTransBlock)
+
+
+def _bands(height: int, rows: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(start, stop, lo, hi)``: the rows kept and the rows read (with the halo) per band."""
+    for start in range(0, height, rows):
+        stop = min(height, start + rows)
+        yield start, stop, max(0, start - halo), min(height, stop + halo)
+
+
+def _overwrite_in_bands(layer: nn.Module, x: Tensor, rows: int, halo: int) -> Tensor:
+    """Bands from the top down, each result written over its rows of ``x``: one full map
+    instead of two. A band reads ``halo`` rows above it that the band before has already
+    overwritten, so their input values are kept aside first."""
+    height = x.shape[-2]
+    above: Tensor | None = None  # input rows [start - halo, start) of the current band
+    for start, stop, lo, hi in _bands(height, rows, halo):
+        band_in = x[..., lo:hi, :] if above is None else torch.cat((above, x[..., start:hi, :]), -2)
+        band = layer(band_in)
+        del band_in
+        above = x[..., stop - halo : stop, :].clone() if stop < height else None
+        x[..., start:stop, :] = band[..., start - lo : stop - lo, :]
+        del band
+    return x
+
+
 def run_layers_in_bands(transform: nn.Module, x: Tensor, max_pixels: int | None = None) -> Tensor:
     """Apply a transform (an ``nn.Sequential``: each layer in bands; anything else: whole).
 
     Bands only where no gradient is recorded: under autograd every band's intermediates are
-    kept for the backward pass anyway, so banding would save nothing.
+    kept for the backward pass anyway, so banding would save nothing. Maps made here (every
+    layer's input but the first) are overwritten in place where a layer allows it.
     """
     if torch.is_grad_enabled() or not isinstance(transform, nn.Sequential):
         return transform(x)
-    for layer in transform:
-        x = run_in_bands(layer, x, max_pixels)
+    for i, layer in enumerate(transform):
+        x = run_in_bands(layer, x, max_pixels, in_place=i > 0)
     return x
