@@ -179,11 +179,14 @@ def _overwrite_in_bands(layer: nn.Module, x: Tensor, rows: int, halo: int) -> Te
 def run_layers_in_bands(transform: nn.Module, x: Tensor, max_pixels: int | None = None) -> Tensor:
     """Apply a transform (an ``nn.Sequential``: each layer in bands; anything else: whole).
 
-    Bands only where no gradient is recorded: under autograd every band's intermediates are
-    kept for the backward pass anyway, so banding would save nothing. Maps made here (every
+    Bands only where no gradient is recorded (under autograd every band's intermediates are
+    kept for the backward pass anyway, so banding would save nothing) and on the CPU, whose
+    kernels are checked to compute a band's rows as the whole map's (GPU libraries choose
+    algorithms by shape, so a band could round differently there). Maps made here (every
     layer's input but the first) are overwritten in place where a layer allows it.
     """
-    if torch.is_grad_enabled() or not isinstance(transform, nn.Sequential):
+    cpu = x.device.type == "cpu"
+    if torch.is_grad_enabled() or not cpu or not isinstance(transform, nn.Sequential):
         return transform(x)
     for i, layer in enumerate(transform):
         x = run_in_bands(layer, x, max_pixels, in_place=i > 0)

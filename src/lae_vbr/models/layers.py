@@ -100,12 +100,13 @@ class WindowAttention(nn.Module):
 
         The score tensor of all windows at once is heads·p⁴ floats per window, four times the
         activations of stage 0 (a 4K image needs 4 GB for it, and as much again for its
-        softmax). Windows are independent and every kernel computes each window with the same
-        shapes, so the chunked result is bit-identical to the unchunked one.
+        softmax). Windows are independent and the CPU kernels compute each window the same
+        way whatever their number, so the chunked result is bit-identical to the unchunked one
+        (other devices, whose libraries choose algorithms by shape, are left unchunked).
         """
         n = windows.shape[1]
         per_chunk = max(1, ATTENTION_CHUNK_ELEMENTS // (self.n_heads * self.window_size**4))
-        if torch.is_grad_enabled() or n <= per_chunk:
+        if torch.is_grad_enabled() or windows.device.type != "cpu" or n <= per_chunk:
             return self._attend(windows, mask)
         out = torch.empty_like(windows)
         for i in range(0, n, per_chunk):
