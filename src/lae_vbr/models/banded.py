@@ -183,11 +183,14 @@ def run_layers_in_bands(transform: nn.Module, x: Tensor, max_pixels: int | None 
     kept for the backward pass anyway, so banding would save nothing) and on the CPU, whose
     kernels are checked to compute a band's rows as the whole map's (GPU libraries choose
     algorithms by shape, so a band could round differently there). Maps made here (every
-    layer's input but the first) are overwritten in place where a layer allows it.
+    layer's input but the first) are overwritten in place where a layer allows it; never the
+    caller's ``x`` nor a view of it.
     """
     cpu = x.device.type == "cpu"
     if torch.is_grad_enabled() or not cpu or not isinstance(transform, nn.Sequential):
         return transform(x)
-    for i, layer in enumerate(transform):
-        x = run_in_bands(layer, x, max_pixels, in_place=i > 0)
+    given = x.untyped_storage().data_ptr()
+    for layer in transform:
+        owned = x.untyped_storage().data_ptr() != given
+        x = run_in_bands(layer, x, max_pixels, in_place=owned)
     return x
