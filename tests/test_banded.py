@@ -63,3 +63,15 @@ def test_compress_decompress_unchanged_by_bands(monkeypatch) -> None:
         x_banded = model.decompress(banded["strings"], banded["shape"], 2.0)["x_hat"]
     assert banded["strings"] == whole["strings"]
     assert torch.equal(x_banded, x_whole)
+
+
+def test_callers_map_is_never_overwritten(tcm) -> None:
+    """A ConvTransBlock overwrites maps made inside the banded run only, not the input given."""
+    torch.manual_seed(4)
+    block = torch.nn.Sequential(tcm.g_a[2], tcm.g_a[1])  # SW then W: the second in place
+    x = torch.randn(1, 32, 128, 512)
+    given = x.clone()
+    with torch.inference_mode():
+        out = run_layers_in_bands(block, x, 1)
+        assert torch.equal(x, given)
+        assert torch.equal(out, block(x))
