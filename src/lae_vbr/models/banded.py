@@ -100,9 +100,12 @@ def band_geometry(layer: nn.Module) -> BandGeometry | None:
 
 
 def _conv_geometry(conv: nn.Conv2d) -> BandGeometry | None:
-    """A plain convolution with 'same'-style padding (k // 2), else None."""
-    (k, _), (s, _), (d, _) = conv.kernel_size, conv.stride, conv.dilation
-    if d != 1 or k % 2 == 0 or conv.padding != (k // 2, k // 2) or conv.padding_mode != "zeros":
+    """A square, undilated convolution with 'same'-style zero padding (k // 2), else None."""
+    (k, k_w), (s, s_w) = conv.kernel_size, conv.stride
+    square = k == k_w and s == s_w and conv.dilation == (1, 1)
+    if not square or k % 2 == 0 or conv.padding != (k // 2, k // 2):
+        return None
+    if conv.padding_mode != "zeros":
         return None
     return BandGeometry(down=s, halo=s * math.ceil((k // 2) / s), align=s)
 
