@@ -28,6 +28,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from .banded import run_layers_in_bands
 from .latent_codec import ARITHMETIC, DEFAULT_ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
 from .rans import SymbolsMismatchError
@@ -145,17 +146,22 @@ class ComposedCodec(LearnedCodec):
 
     # -- the two halves around the latent codec ----------------------------------------------
     def analysis(self, x: Tensor, lmbda: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``g_a`` then the encoder-side LAE on a padded batch: ``(y, mask or None)``."""
-        y = self.g_a(x)
+        """``g_a`` then the encoder-side LAE on a padded batch: ``(y, mask or None)``.
+
+        Without autograd ``g_a`` runs layer by layer in row bands (bit-identical, see
+        :mod:`~.banded`), so a large image does not need all of a layer's intermediates at
+        once."""
+        y = run_layers_in_bands(self.g_a, x)
         if self.modnet_ga is None:
             return y, None
         return self.modnet_ga(y, lmbda)
 
     def synthesis(self, y_hat: Tensor, lmbda: Tensor) -> Tensor:
-        """The decoder-side LAE then ``g_s``: the padded reconstruction."""
+        """The decoder-side LAE then ``g_s``: the padded reconstruction (in row bands without
+        autograd, as in :meth:`analysis`)."""
         if self.modnet_gs is not None:
             y_hat, _ = self.modnet_gs(y_hat, lmbda)
-        return self.g_s(y_hat)
+        return run_layers_in_bands(self.g_s, y_hat)
 
     def backbone_modules(self) -> list[nn.Module]:
         """The fixed-rate codec's parts (what LAE training stages freeze)."""

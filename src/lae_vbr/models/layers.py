@@ -14,6 +14,9 @@ from torch import Tensor, nn
 
 __all__ = ["WindowAttention", "SwinLayer", "ConvTransBlock", "SwinPair", "SWAtten"]
 
+#: Largest attention-score tensor (floats) computed at once at inference (32 MB).
+ATTENTION_CHUNK_ELEMENTS = 1 << 23
+
 
 class WindowAttention(nn.Module):
     """(Shifted-)window multi-head self-attention with a relative position bias.
@@ -84,23 +87,50 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
         hw, ww = h // p, w // p
         windows = x.view(b, hw, p, ww, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hw * ww, p * p, c)
-        qkv = self.embedding_layer(windows)
-        # channels are laid out as (3·heads, head_dim): q heads, then k heads, then v heads.
-        qkv = qkv.view(b, hw * ww, p * p, 3 * self.n_heads, self.head_dim).permute(3, 0, 1, 2, 4)
-        q, k, v = qkv.split(self.n_heads, dim=0)
-        # (heads, B, windows, w², w²) scores; bias and shift mask are added in place, which
-        # keeps memory at one score tensor (a fused kernel would need a materialised mask).
-        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-2, -1))
-        scores += self._relative_bias().to(x.dtype)[:, None, None]
-        if self.kind == "SW":
-            scores.masked_fill_(self._shift_mask(hw, ww, x.device), float("-inf"))
-        out = torch.matmul(scores.softmax(dim=-1), v)
-        out = out.permute(1, 2, 3, 0, 4).reshape(b, hw * ww, p * p, c)
-        out = self.linear(out)
+        del x  # the rolled copy
+        mask = self._shift_mask(hw, ww, windows.device) if self.kind == "SW" else None
+        out = self._attend_in_chunks(windows, mask)
         out = out.view(b, hw, ww, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
         if self.kind == "SW":
             out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
         return out
+
+    def _attend_in_chunks(self, windows: Tensor, mask: Tensor | None) -> Tensor:
+        """:meth:`_attend` over groups of windows when no gradient is recorded.
+
+        The score tensor of all windows at once is heads·p⁴ floats per window, four times the
+        activations of stage 0 (a 4K image needs 4 GB for it, and as much again for its
+        softmax). Windows are independent and the CPU kernels compute each window the same
+        way whatever their number, so the chunked result is bit-identical to the unchunked one
+        (other devices, whose libraries choose algorithms by shape, are left unchunked).
+        """
+        n = windows.shape[1]
+        per_chunk = max(1, ATTENTION_CHUNK_ELEMENTS // (self.n_heads * self.window_size**4))
+        if torch.is_grad_enabled() or windows.device.type != "cpu" or n <= per_chunk:
+            return self._attend(windows, mask)
+        out = torch.empty_like(windows)
+        for i in range(0, n, per_chunk):
+            j = min(n, i + per_chunk)
+            out[:, i:j] = self._attend(windows[:, i:j], None if mask is None else mask[i:j])
+        return out
+
+    def _attend(self, windows: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention within each window of ``(B, n, p², C)``; ``mask`` (n, p², p²) or None."""
+        b, n, pp, c = windows.shape
+        qkv = self.embedding_layer(windows)
+        # channels are laid out as (3·heads, head_dim): q heads, then k heads, then v heads.
+        qkv = qkv.view(b, n, pp, 3 * self.n_heads, self.head_dim).permute(3, 0, 1, 2, 4)
+        q, k, v = qkv.split(self.n_heads, dim=0)
+        # (heads, B, windows, w², w²) scores; bias and shift mask are added in place, which
+        # keeps memory at one score tensor (a fused kernel would need a materialised mask).
+        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-2, -1))
+        scores += self._relative_bias().to(windows.dtype)[:, None, None]
+        if mask is not None:
+            scores.masked_fill_(mask, float("-inf"))
+        out = torch.matmul(scores.softmax(dim=-1), v)
+        del scores, qkv, q, k
+        out = out.permute(1, 2, 3, 0, 4).reshape(b, n, pp, c)
+        return self.linear(out)
 
 
 class SwinLayer(nn.Module):

@@ -1,0 +1,170 @@
+"""Peak memory and time per megapixel of TCM-VBR compress / decompress against image size.
+
+    python experiments/bench/bench_memory.py --sizes 768x512 1920x1080 3840x2160 6000x4000 \
+        --out experiments/bench/memory_cpu.json [--untiled-sizes 768x512 1536x1024]
+
+Every (size, phase) runs in a fresh subprocess, so its ``ru_maxrss`` is that phase's peak
+resident memory alone (model, image and coding; the model's own share is recorded as
+``baseline_rss_gb``). The compress process writes the strings for the decompress process. The
+image is kodim01 mirror-tiled to the size (the same content statistics per pixel at every
+size, so the number of symbols per megapixel, and hence the entropy-coding time, is
+comparable). Untrained TCM-VBR N=64 weights from a fixed seed, λ index 3, one thread. Time is
+recorded both as wall-clock and as the process's CPU time: on a shared machine only the latter
+is stable.
+
+``--untiled-sizes`` also measures the whole-map path (row bands and attention chunking off) at
+those sizes; each record carries SHA-256 digests of the strings and the decoded image, so the
+two paths can be compared. Each worker caps its address space (``--max-gb``) so that a size
+that does not fit fails instead of swapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "kodak" / "kodim01.png"
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``"WIDTHxHEIGHT"`` → (height, width)."""
+    width, height = (int(v) for v in text.lower().split("x"))
+    return height, width
+
+
+def _image(path: Path, height: int, width: int):
+    """kodim01 mirror-tiled (numpy's symmetric padding) to height × width, as (1, 3, H, W)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    rows, cols = max(0, height - rgb.shape[0]), max(0, width - rgb.shape[1])
+    tiled = np.pad(rgb, ((0, rows), (0, cols), (0, 0)), mode="symmetric")[:height, :width]
+    return torch.from_numpy(tiled.copy()).permute(2, 0, 1)[None].float().div(255)
+
+
+def _model(untiled: bool):
+    """Seeded untrained TCM-VBR N=64; ``untiled`` switches bands and chunks off."""
+    import torch
+
+    from lae_vbr.models import TCMVBR, banded, layers
+
+    if untiled:
+        banded.BAND_PIXELS = 1 << 62
+        layers.ATTENTION_CHUNK_ELEMENTS = 1 << 62
+    torch.manual_seed(0)
+    model = TCMVBR(N=64).eval()
+    model.update()
+    return model
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One phase at one size in this process; prints a JSON record."""
+    import torch
+
+    torch.set_num_threads(1)
+    limit = int(args.max_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    height, width = _parse_size(args.size)
+    model = _model(args.untiled)
+    x = _image(args.image, height, width) if args.phase == "compress" else None
+    baseline = _rss_gb()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        if args.phase == "compress":
+            out = model.compress(x, args.lmbda_index)
+            digest = hashlib.sha256(b"".join(s[0] for s in out["strings"])).hexdigest()
+            torch.save(out["strings"], args.strings)
+            extra = {"bytes": sum(len(s[0]) for s in out["strings"]), "strings_sha256": digest}
+        else:
+            strings = torch.load(args.strings)
+            x_hat = model.decompress(strings, (height, width), args.lmbda_index)["x_hat"]
+            extra = {"x_hat_sha256": hashlib.sha256(x_hat.numpy().tobytes()).hexdigest()}
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    megapixels = height * width / 1e6
+    record = {
+        "peak_rss_gb": round(_rss_gb(), 3),
+        "baseline_rss_gb": round(baseline, 3),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_s_per_mp": round(cpu / megapixels, 3),
+        "wall_s_per_mp": round(wall / megapixels, 3),
+        **extra,
+    }
+    print(json.dumps(record))
+
+
+def _run_phase(args: argparse.Namespace, size: str, phase: str, untiled: bool, strings: Path):
+    """A fresh worker process for one phase; its record, or the reason it failed."""
+    cmd = [sys.executable, __file__, "--worker", "--size", size, "--phase", phase]
+    cmd += ["--image", str(args.image), "--strings", str(strings), "--max-gb", str(args.max_gb)]
+    cmd += ["--lmbda-index", str(args.lmbda_index)] + (["--untiled"] if untiled else [])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        return {"failed": done.stderr.strip().splitlines()[-1:] or [f"rc {done.returncode}"]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(args: argparse.Namespace, size: str, untiled: bool) -> dict:
+    """Compress then decompress one size; prints and returns the record."""
+    height, width = _parse_size(size)
+    record = {"size": size, "megapixels": round(height * width / 1e6, 3), "untiled": untiled}
+    with tempfile.TemporaryDirectory() as tmp:
+        strings = Path(tmp) / "strings.pt"
+        record["compress"] = _run_phase(args, size, "compress", untiled, strings)
+        if "failed" not in record["compress"]:
+            record["decompress"] = _run_phase(args, size, "decompress", untiled, strings)
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["768x512", "1920x1080", "3840x2160"])
+    parser.add_argument("--untiled-sizes", nargs="*", default=[])
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--lmbda-index", type=float, default=3.0)
+    parser.add_argument("--max-gb", type=float, default=8.0, help="address-space cap per worker")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["compress", "decompress"], help=argparse.SUPPRESS)
+    parser.add_argument("--strings", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--untiled", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    runs = [measure(args, s, untiled=True) for s in args.untiled_sizes]
+    runs += [measure(args, s, untiled=False) for s in args.sizes]
+    if args.out:
+        import torch
+
+        record = {
+            "command": " ".join(["python", *sys.argv]),
+            "model": "TCMVBR N=64 (untrained, seed 0), λ index 3",
+            "image": f"{args.image.name}, mirror-tiled to each size",
+            "threads": 1,
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            "runs": runs,
+        }
+        args.out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
