@@ -132,16 +132,15 @@ def test_probe_encodes_the_plain_file_and_reconstructs_the_decoded_image(codec, 
     assert (probe.encodes, probe.reconstructions) == (3, 3)
 
 
-def test_estimate_tracks_the_file_smoothly_and_is_cached(codec, image) -> None:
+def test_estimate_predicts_the_files_length_and_is_cached(codec, image) -> None:
     probe = ImageProbe(codec, image)
     grid = [0.0, 1.0, 2.5, 4.0, 5.0]
     estimates = [probe.estimate_bits(idx) for idx in grid]
     files = [8.0 * codec.encode(image, idx).num_bytes for idx in grid]
     assert np.all(np.diff(estimates) > 0) and np.all(np.diff(files) > 0)
-    ratios = np.array(files) / np.array(estimates)
-    # a random model's tails make the file smaller than Σ −log₂ p, but by a ratio that
-    # changes little over λ: what one real encode measures and the control corrects
-    assert np.all(np.abs(ratios - 1) < 0.25) and np.ptp(ratios) < 0.05
+    # priced with the coder's own tables: the file's length but for the rare symbol whose
+    # float32 scale picks another table than the coder's float64 one
+    assert np.allclose(files, estimates, rtol=1e-3, atol=0), (files, estimates)
     assert probe.estimates == len(grid)
     probe.estimate_bits(2.5)
     assert probe.estimates == len(grid)  # kept

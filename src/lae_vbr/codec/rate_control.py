@@ -3,12 +3,13 @@ within a total size, with as few real encodes as possible.
 
 Two methods, chosen by ``method=``:
 
-* ``"estimate"`` (the default): the entropy model's own rate estimate (Σ −log₂ p of the coded
-  values, no entropy coding; :class:`~.probe.ImageProbe`) is searched along the logarithmic
-  R-λ line ``R = a·Σ log₂ m_λ + C`` (prior slope ``a``, then secant slopes from the estimates,
-  which cost a fraction of an encode each since ``g_a`` runs once). A real encode codes the
-  image where the estimate meets the target; if the file misses by more than ``tolerance``,
-  the ratio file / estimate it measured rescales the estimates and a second encode finishes.
+* ``"estimate"`` (the default): the file's length predicted without coding (each symbol
+  priced with the coder's own tables; :class:`~.probe.ImageProbe`) is searched from the
+  logarithmic R-λ line ``R = a·Σ log₂ m_λ + C`` (its first step), then by regula falsi on the
+  λ index; an estimate costs a fraction of an encode since ``g_a`` runs once. A real encode
+  codes the image where the estimate meets the target, which it predicts to a few bytes; if
+  the file still misses by more than ``tolerance`` (refined latents), the ratio file /
+  estimate it measured rescales the estimates and a second encode finishes.
 * ``"rlambda"``: the paper's R-λ model alone. One real encode at the middle λ index gives C,
   ``Σ log₂ m_λ = R_target − C`` is solved for a continuous λ index with the LAE alone, a second
   encode codes the image there; more encodes, when allowed, re-fit the slope (secant).
@@ -59,7 +60,7 @@ METHODS = ("estimate", "rlambda")
 _EXTRA_FOR_BUDGET = 4
 #: New estimates of the first search after its first two (the middle, the R-λ step), at
 #: most; later searches make up to 2.
-_PROBES = 2
+_PROBES = 3
 
 
 class RateControlWarning(UserWarning):
@@ -278,12 +279,11 @@ def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
     measured there, search again (the estimates already made still count), encode; returns
     whether the target lies beyond an end of the range."""
     ratio, idx, misses, clamped = 1.0, run.start, 0, None
-    # before any file, the estimate's own error (a fraction of a percent to 2 %) dominates:
-    # searching it closer than the tolerance buys little; after, the ratio makes it exact
-    first, then = (
-        min(max(run.goal.tolerance, 1e-4), 2e-3),
-        min(max(run.goal.tolerance / 2, 1e-4), 1e-3),
-    )
+    # the estimates price symbols with the coder's own tables, so they give the file's length
+    # to a few bytes: the search aims within half the tolerance and one file usually ends
+    # it; a second corrects by the ratio file / estimate measured (refined latents, float32
+    # scales that pick another table than the coder's float64 ones)
+    rtol = min(max(run.goal.tolerance / 2, 1e-4), 1e-3)
     raw: dict[float, float] = {}  # every estimate made: index → bits
 
     def estimate(i: float) -> float:
@@ -294,14 +294,13 @@ def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
     while not run.limit(result):
         aim = run.goal.aim(misses)
         if not raw:
-            idx = _rlambda_step(run, estimate, idx, aim, first)
+            idx = _rlambda_step(run, estimate, idx, aim, rtol)
         known = {i: ratio * v for i, v in raw.items()}
-        # after a file the rescaled estimates are close: up to two more tighten the bracket,
-        # then the line through the nearest two is trusted (the next file measures it)
-        later = bool(result.attempts)
-        rtol, probes = (then, 2) if later else (first, _PROBES)
+        # up to _PROBES estimates (two after a file) tighten the bracket, then the line
+        # through the nearest two is trusted (the file measures it)
+        probes = 2 if result.attempts else _PROBES
         idx, clamped = search_estimates(
-            axis, estimate, aim, known, idx, rtol, prior, probes, trust_line=later
+            axis, estimate, aim, known, idx, rtol, prior, probes, trust_line=True
         )
         if any(a.lmbda_idx == idx for a in result.attempts):
             break  # the search lands where a file exists: nothing new to try

@@ -121,6 +121,8 @@ class RateModel(MaskSumCurve):
         device = next(model.parameters()).device
         with torch.inference_mode():
             self.y = model.g_a(pad_image(x.to(device), model.pad_multiple))  # before the LAE
+            # the LAE's λ-independent part, once: each λ index then costs a few elementwise ops
+            self.context = model.modnet_ga.mask.context(self.y)
 
     def log2_mask_sum(self, lmbda_idx: float | Sequence[float] | Tensor) -> np.ndarray:
         """Σ log₂ m (bits) at each λ index (rounded to the float32 a file stores)."""
@@ -128,7 +130,7 @@ class RateModel(MaskSumCurve):
         sums = []
         for part in idx.split(self.chunk):
             y = self.y.expand(len(part), -1, -1, -1)
-            sums.append(self.model.log2_mask_sum(y, part.to(y.device)).double().cpu())
+            sums.append(self.model.log2_mask_sum(y, part.to(y.device), self.context).double().cpu())
         return torch.cat(sums).numpy()
 
 

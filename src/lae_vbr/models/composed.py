@@ -259,14 +259,17 @@ class ComposedCodec(LearnedCodec):
 
     # -- R-λ model -------------------------------------------------------------------------
     @torch.no_grad()
-    def log2_mask_sum(self, y: Tensor, lmbda_idx: LambdaIndex) -> Tensor:
+    def log2_mask_sum(
+        self, y: Tensor, lmbda_idx: LambdaIndex, context: Tensor | None = None
+    ) -> Tensor:
         """Σ log₂ m of the encoder-side LAE per image, from the raw ``g_a`` output ``y``.
 
-        One LAE evaluation, no entropy coding, so it can be swept over many λ.
+        One LAE evaluation, no entropy coding, so it can be swept over many λ; ``context``
+        (``modnet_ga.mask.context(y)``) saves the λ-independent part of each evaluation.
         """
         if self.modnet_ga is None:
             raise RateError(
                 f"the R-λ model needs an encoder-side LAE; this {type(self).__name__} has none"
             )
         lmbda = self.lmbda_input(lmbda_idx, y.shape[0])
-        return self.modnet_ga.log_mask(y, lmbda).sum(dim=(1, 2, 3)) / math.log(2)
+        return self.modnet_ga.log_mask(y, lmbda, context).sum(dim=(1, 2, 3)) / math.log(2)

@@ -32,7 +32,9 @@ from .entropy import bottleneck_likelihood, gaussian_likelihood, ste_round
 from .rans import (
     CdfTables,
     CheckedRansDecoder,
+    bottleneck_coded_bits,
     bottleneck_crcs,
+    coded_bits,
     symbols_crc,
     use_checked_decoding,
 )
@@ -128,6 +130,19 @@ class CompressAIHyperprior(nn.Module):
             "shape": tuple(z.shape[-2:]),
             "symbols_crc": self._crcs(z_hat, symbols),
         }
+
+    def coded_bits(self, y: Tensor) -> dict[str, Tensor]:
+        """Per image, the bits the coder spends on y and on z, without coding (see
+        :func:`~lae_vbr.models.rans.coded_bits`). With the serial context model the means
+        and scales are those of the parallel forward (context from ``round(y)``), which the
+        serial coder's differ from slightly: an estimate, not the file's exact cost."""
+        z_hat, z_bits = bottleneck_coded_bits(self.entropy_bottleneck, self.hyper_analysis(y))
+        context = self._context_input(y, False) if self.autoregressive else None
+        scales, means = self._gaussian(self.h_s(z_hat), context)
+        gaussian = self.gaussian_conditional
+        symbols = gaussian.quantize(y, "symbols", means)
+        y_bits = coded_bits(gaussian, symbols, gaussian.build_indexes(scales))
+        return {"y": y_bits.flatten(1).sum(1), "z": z_bits}
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
         y_strings, z_strings = strings

@@ -69,11 +69,17 @@ class LatentMask(nn.Module):
         # Unused weights must not ask for gradients (DDP would wait for them).
         self.latent_attn.requires_grad_(contextual)
 
-    def forward(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
-        emb = self.lmd_map(lmbda_idx).reshape(y.shape[0], self.channels, 1, 1)
+    def context(self, y: Tensor) -> Tensor | None:
+        """α·ctx(y), the part that depends on the latent and not on λ (None without the
+        contextual branch): computed once, it serves every λ index of one latent."""
+        return self.alpha * self.latent_attn(y) if self.contextual else None
+
+    def forward(self, y: Tensor, lmbda_idx: Tensor, context: Tensor | None = None) -> Tensor:
+        """``context``: :meth:`context` of ``y``, when already computed."""
+        emb = self.lmd_map(lmbda_idx).reshape(-1, self.channels, 1, 1)
         if not self.contextual:
-            return emb.expand_as(y)
-        return emb + self.alpha * self.latent_attn(y)
+            return emb.expand(torch.broadcast_shapes(emb.shape, y.shape))
+        return emb + (self.context(y) if context is None else context)
 
 
 class LAE(nn.Module):
@@ -83,11 +89,14 @@ class LAE(nn.Module):
         super().__init__()
         self.mask = LatentMask(channels, num_layers, contextual)
 
-    def log_mask(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
-        """Natural log of the mask, softsign(·) ∈ (−1, 1); cheap, no entropy coding."""
-        return F.softsign(self.mask(y, lmbda_idx))
+    def log_mask(self, y: Tensor, lmbda_idx: Tensor, context: Tensor | None = None) -> Tensor:
+        """Natural log of the mask, softsign(·) ∈ (−1, 1); cheap, no entropy coding.
+        ``context``: ``self.mask.context(y)``, to evaluate many λ indices of one latent."""
+        return F.softsign(self.mask(y, lmbda_idx, context))
 
-    def forward(self, y: Tensor, lmbda_idx: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, y: Tensor, lmbda_idx: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Return ``(y ⊙ m, m)``."""
-        m = torch.exp(self.log_mask(y, lmbda_idx))
+        m = torch.exp(self.log_mask(y, lmbda_idx, context))
         return y * m, m

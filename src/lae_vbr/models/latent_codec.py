@@ -38,7 +38,13 @@ from .entropy import (
     ste_round,
 )
 from .layers import ConvTransBlock
-from .rans import CheckedEntropyBottleneck, CheckedGaussianConditional, bottleneck_crcs
+from .rans import (
+    CheckedEntropyBottleneck,
+    CheckedGaussianConditional,
+    bottleneck_coded_bits,
+    bottleneck_crcs,
+    coded_bits,
+)
 
 __all__ = [
     "ARITHMETIC",
@@ -74,6 +80,11 @@ class LatentCodec(Protocol):
     def compress(self, y: Tensor, z: Tensor | None = None) -> dict:
         """``{"strings": [y_strings, z_strings], "shape": z_shape, "symbols_crc": [...]}``:
         one CRC-32 of the coded symbols per image, to check a decode against."""
+        ...
+
+    def coded_bits(self, y: Tensor) -> dict[str, Tensor]:
+        """``{"y", "z"}``: per image, the bits ``compress`` spends on each, without coding
+        (the coder's 16-bit tables and escapes; see :func:`~lae_vbr.models.rans.coded_bits`)."""
         ...
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
@@ -179,6 +190,17 @@ class TCMLatentCodec(nn.Module):
             "shape": tuple(z.shape[-2:]),
             "symbols_crc": crcs,
         }
+
+    def coded_bits(self, y: Tensor) -> dict[str, Tensor]:
+        """Per image, the bits ``compress`` spends on y and on z, without coding."""
+        z_hat, z_bits = bottleneck_coded_bits(self.entropy_bottleneck, self.hyper_analysis(y))
+        step = EncodeStep(y, self.num_slices, self.gaussian_conditional)
+        run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y.shape[-2:], step)
+        y_bits = [
+            coded_bits(self.gaussian_conditional, torch.cat(s), torch.cat(i)).sum()
+            for s, i in zip(step.symbols, step.indexes, strict=True)
+        ]
+        return {"y": torch.stack(y_bits), "z": z_bits}
 
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict:
         y_strings, z_strings = strings

@@ -16,6 +16,7 @@ keys); :func:`use_checked_decoding` gives CompressAI's own models the same.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,10 @@ __all__ = [
     "CheckedRansDecoder",
     "StreamError",
     "SymbolsMismatchError",
+    "bottleneck_coded_bits",
     "bottleneck_crcs",
+    "coded_bits",
+    "stream_bytes",
     "tables_crc",
     "symbols_crc",
     "use_checked_decoding",
@@ -44,6 +48,11 @@ __all__ = [
 
 #: Probabilities are 16-bit: every table ends at 1 << 16.
 _PRECISION = 16
+#: The coder's escape: a value outside a table is coded as the table's last symbol, then its
+#: bit length and bits in chunks of 4 bits (each chunk costs exactly 4 bits); CompressAI's
+#: ``bypass_precision`` and ``max_bypass_val``.
+_BYPASS_BITS = 4
+_MAX_BYPASS = (1 << _BYPASS_BITS) - 1
 
 
 class StreamError(LaeVbrError):
@@ -152,6 +161,57 @@ class CheckedEntropyBottleneck(EntropyBottleneck, _CheckedDecoding):
 
 class CheckedGaussianConditional(GaussianConditional, _CheckedDecoding):
     """CompressAI's GaussianConditional decoding with the bounds-checked decoder."""
+
+    def build_indexes(self, scales: Tensor) -> Tensor:
+        """CompressAI's table index of each scale (the first table scale at or above the
+        bounded scale, the last one beyond the table), by one binary search per scale
+        rather than one pass over all scales per table entry: the same integers, a sixth
+        of a rate estimate faster."""
+        scales = self.lower_bound_scale(scales)
+        table = self.scale_table[:-1].to(scales.dtype)
+        return torch.searchsorted(table, scales.contiguous()).int()
+
+
+def coded_bits(model: EntropyModel, symbols: Tensor, indexes: Tensor) -> Tensor:
+    """The bits the rANS coder spends on each symbol coded with CDF table ``indexes[i]`` of
+    ``model`` (after ``update()``), without coding: −log₂ of the 16-bit table probability, and
+    for a value outside its table the escape symbol's plus the bypass chunks.
+
+    This is what a file costs to within its rANS flush (:func:`stream_bytes`). Σ −log₂ p of
+    the continuous likelihoods misses the coder's rounding of each scale up to its table and
+    of each probability to 16 bits, which on small models is a few percent of the file.
+    """
+    cdf = model._quantized_cdf.long()
+    rows = indexes.long()
+    table_bits = _PRECISION - torch.log2(cdf.diff(dim=1).clamp_min(1).double())
+    lengths = model._cdf_length.reshape(-1).long()[rows]
+    value = symbols.long() - model._offset.reshape(-1).long()[rows]
+    escape_value = lengths - 2
+    escaped = (value < 0) | (value >= escape_value)
+    flat = rows * table_bits.shape[1] + torch.where(escaped, escape_value, value)
+    bits = table_bits.reshape(-1)[flat]
+    if not bool(escaped.any()):
+        return bits
+    raw = torch.where(value < 0, -2 * value - 1, 2 * (value - escape_value)).clamp_min(0)
+    chunks = torch.ceil(torch.log2(raw.double() + 1) / _BYPASS_BITS)  # bypass chunks of raw
+    length_chunks = torch.div(chunks, _MAX_BYPASS, rounding_mode="floor") + 1
+    escape_bits = _BYPASS_BITS * (chunks + length_chunks)
+    return bits + torch.where(escaped, escape_bits, torch.zeros_like(bits))
+
+
+def bottleneck_coded_bits(bottleneck: EntropyBottleneck, z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(z_hat, bits)``: the hyper-latent as the decoder will have it and, per image, what
+    ``bottleneck.compress(z)`` spends on it (:func:`coded_bits`), without coding."""
+    medians = bottleneck._get_medians()
+    symbols = bottleneck.quantize(z, "symbols", medians)
+    bits = coded_bits(bottleneck, symbols, bottleneck._build_indexes(z.size()))
+    return bottleneck.dequantize(symbols, medians, z.dtype), bits.flatten(1).sum(1)
+
+
+def stream_bytes(bits: float) -> int:
+    """The length of a rANS stream whose symbols cost ``bits``: the coder writes 32-bit words
+    and its flush adds its 64-bit state, less what the initial state already holds."""
+    return 4 * (math.ceil(bits / 32) + 1)
 
 
 def use_checked_decoding(module: nn.Module) -> nn.Module:
