@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The bundled demo model, end to end: four training stages (experiment=demo/fixed, demo/lae,
-# demo/joint, demo/extend), each started from the previous stage's last checkpoint, then the
-# export to src/lae_vbr/assets/demo.pt. Rerunning resumes: a stage whose folder holds checkpoints/last.ckpt
-# continues from it (and ends at once when it is complete).
+# The bundled demo model, end to end: five training stages (experiment=demo/fixed, demo/lae,
+# demo/joint, demo/extend, demo/extend2), each started from the previous stage's last
+# checkpoint, then the export to src/lae_vbr/assets/demo.pt. Rerunning resumes: a stage whose
+# folder holds checkpoints/last.ckpt continues from it (and ends at once when it is complete).
 #
 #   OMP_NUM_THREADS=1 bash experiments/demo_model/train.sh [logs/demo_model [overrides...]]
 #
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-logs/demo_model}
 previous=""
-for stage in fixed lae joint extend; do
+for stage in fixed lae joint extend extend2; do
     out="$root/$stage"
     args=(experiment=demo/$stage "hydra.run.dir=$out")
     if [[ -f "$out/checkpoints/last.ckpt" ]]; then

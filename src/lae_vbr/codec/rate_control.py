@@ -60,7 +60,7 @@ METHODS = ("estimate", "rlambda")
 _EXTRA_FOR_BUDGET = 4
 #: New estimates of the first search after its first two (the middle, the R-λ step), at
 #: most; later searches make up to 2.
-_PROBES = 3
+_PROBES = 5
 
 
 class RateControlWarning(UserWarning):
@@ -219,6 +219,13 @@ class _Goal:
     def fits(self, bits: float) -> bool:
         return self.cap_bits is None or bits <= self.cap_bits
 
+    def search_rtol(self) -> float:
+        """How close an estimate must come to the aim for its file to be accepted: the
+        estimates price the file to a few bytes, so nine tenths of the tolerance about a bit
+        rate, and of half of it about the middle of a budget's band."""
+        band = self.tolerance if self.cap_bits is None else self.tolerance / 2
+        return max(0.9 * band, 1e-4)
+
 
 # -- the two methods -----------------------------------------------------------------------
 Encode = Callable[[float], "Bitstream | StreamSet"]
@@ -280,10 +287,10 @@ def _estimate_method(run: _Run, result: RateControlResult) -> str | None:
     whether the target lies beyond an end of the range."""
     ratio, idx, misses, clamped = 1.0, run.start, 0, None
     # the estimates price symbols with the coder's own tables, so they give the file's length
-    # to a few bytes: the search aims within half the tolerance and one file usually ends
-    # it; a second corrects by the ratio file / estimate measured (refined latents, float32
-    # scales that pick another table than the coder's float64 ones)
-    rtol = min(max(run.goal.tolerance / 2, 1e-4), 1e-3)
+    # to a few bytes: one file usually ends it; a second corrects by the ratio file /
+    # estimate measured (refined latents, float32 scales that pick another table than the
+    # coder's float64 ones)
+    rtol = run.goal.search_rtol()
     raw: dict[float, float] = {}  # every estimate made: index → bits
 
     def estimate(i: float) -> float:
