@@ -4,9 +4,12 @@ torch.compile, extras, --help, and the config groups users compose."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,11 +288,35 @@ def test_bf16_autocast_keeps_the_entropy_model_in_float32() -> None:
         torch.testing.assert_close(value, plain["likelihoods"][name], rtol=0, atol=0)
 
 
+#: Trains with the overrides in argv[2:] under argv[1] and prints the final metrics as JSON.
+_TRAIN_AND_REPORT = """
+import json, sys
+from pathlib import Path
+from test_train import make_cfg
+from lae_vbr.training import train
+metrics = train(make_cfg(Path(sys.argv[1]), sys.argv[2:]))
+print(json.dumps({k: float(v) for k, v in metrics.items()}))
+"""
+
+
 def test_bf16_mixed_and_channels_last_train(tmp_path: Path) -> None:
+    """A bf16-mixed, channels_last training run, in a process of its own as ``src/train.py``
+    gives it: in two of four runs of the whole suite in one process (torch 2.15.0, CPU), the
+    process later crashed (a segmentation fault in ``THPVariable_Wrap``, an abort) in this test
+    or the next one; alone it never did. The run's own checks stay those of the suite."""
     val_dir = write_small_image(tmp_path / "val")
     overrides = [*TINY_RUN, "trainer.precision=bf16-mixed", "channels_last=true", "debug=fdr"]
-    cfg = make_cfg(tmp_path, [*overrides, "data=sample", f"data.val_dir={val_dir}"])
-    metrics = train(cfg)
+    overrides += ["data=sample", f"data.val_dir={val_dir}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_AND_REPORT, str(tmp_path), *overrides],
+        cwd=Path(__file__).parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert math.isfinite(metrics["train/loss"]) and metrics["train/loss"] > 0
     assert all(math.isfinite(metrics[f"val/bpp/l{i}"]) for i in range(len(PAPER_MSE_LMBDAS)))
 
