@@ -1,5 +1,6 @@
 """TCM-VBR against the reference implementation, interleaved: forward, compress + decompress
-and a training step, in one process, with the same weights.
+and a training step, in one process, from the same initial weights (the timed training steps
+then move each model by its own optimiser, alike).
 
     python experiments/bench/bench_vs_reference.py --reference /tmp/VBR_work \
         --image ../shared/data/kodak/kodim01.png --threads 2 --rounds 5 \
@@ -182,7 +183,7 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     record = {
         "image": args.image.name,
-        "model": f"TCMVBR N={args.N} (untrained, seed 0), identical weights",
+        "model": f"TCMVBR N={args.N} (untrained, seed 0), identical initial weights",
         "threads": args.threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
