@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from lae_vbr.codec.images import read_image
 from lae_vbr.models import TCMVBR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference_equivalence"))
@@ -92,8 +91,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    rgb = np.asarray(Image.open(args.image).convert("RGB"))
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
+    x = read_image(args.image).to(device)
     ours = TCMVBR(N=args.N)
     weights = {k: v.clone() for k, v in ours.state_dict().items()}
     records = [_bench(ours, "lae-vbr", x, args, sync)]

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from lae_vbr.codec.images import read_image
 from lae_vbr.models import TCMVBR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference_equivalence"))
@@ -152,8 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rgb = np.asarray(Image.open(args.image).convert("RGB"))
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
+    x = read_image(args.image)
     gen = torch.Generator().manual_seed(0)
     tops = torch.randint(0, x.shape[2] - args.crop + 1, (args.batch,), generator=gen)
     lefts = torch.randint(0, x.shape[3] - args.crop + 1, (args.batch,), generator=gen)

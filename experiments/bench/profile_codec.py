@@ -19,11 +19,10 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.profiler import profile
 
+from lae_vbr.codec.images import read_image
 from lae_vbr.models import TCMVBR
 
 
@@ -63,8 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rgb = np.asarray(Image.open(args.image).convert("RGB"))
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
+    x = read_image(args.image)
     model = TCMVBR(N=args.N).eval()
     model.update()
     phases = {}
