@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from lae_vbr.config import register_resolvers, with_path_hint
 from lae_vbr.errors import LaeVbrError
+from lae_vbr.heap import keep_freed_memory
 
 register_resolvers()
 log = logging.getLogger("eval")
@@ -24,6 +25,7 @@ log = logging.getLogger("eval")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     study = get_method(cfg.study._target_)
+    keep_freed_memory()  # coding image after image: freed maps reused, no page faults
     try:
         study(cfg)
     except (LaeVbrError, FileNotFoundError) as err:  # what to change, in one line

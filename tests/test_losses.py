@@ -43,6 +43,23 @@ def test_mse_loss_is_batch_mean_of_per_sample_terms() -> None:
     assert torch.allclose(terms["bpp"], bpp)
 
 
+def test_lambda_weight_power_weights_samples_about_the_geometric_mean() -> None:
+    x = torch.rand(3, 3, 8, 8)
+    out = _output(x, 0.05)
+    idx = torch.tensor([0.0, 2.0, 5.0])
+    plain = RateDistortionLoss(LMBDAS)(out, x, idx)
+    weighted = RateDistortionLoss(LMBDAS, lmbda_weight_power=0.5)(out, x, idx)
+    lam = torch.tensor([LMBDAS[0], LMBDAS[2], LMBDAS[5]])
+    mean = math.exp(sum(math.log(v) for v in LMBDAS) / len(LMBDAS))
+    expected = (plain["per_sample_loss"] * (lam / mean) ** -0.5).mean()
+    assert torch.allclose(weighted["loss"], expected)
+    assert not torch.allclose(weighted["loss"], plain["loss"])
+    # the per-sample terms and metrics are those of the plain loss
+    assert torch.equal(weighted["per_sample_loss"], plain["per_sample_loss"])
+    with pytest.raises(ValueError, match="lmbda_weight_power"):
+        RateDistortionLoss(LMBDAS, lmbda_weight_power=float("nan"))
+
+
 def test_msssim_loss_uses_its_own_lambdas() -> None:
     loss = RateDistortionLoss([3, 5, 8, 16, 36, 64], distortion="ms-ssim")
     x = torch.rand(2, 3, 192, 192)

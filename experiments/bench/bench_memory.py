@@ -12,6 +12,10 @@ comparable). Untrained TCM-VBR N=64 weights from a fixed seed, λ index 3, one t
 recorded both as wall-clock and as the process's CPU time: on a shared machine only the latter
 is stable.
 
+``--heaps keep system`` measures every size twice: with freed memory kept in the process's heap
+(``lae_vbr.heap.keep_freed_memory``, what ``lae-vbr`` does; the default) and with glibc's
+default of returning large blocks to the system (the code before it).
+
 ``--untiled-sizes`` also measures the whole-map path (row bands and attention chunking off) at
 those sizes; each record carries SHA-256 digests of the strings and the decoded image, so the
 two paths can be compared. Each worker caps its address space (``--max-gb``) so that a size
@@ -30,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lae_vbr.heap import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "kodak" / "kodim01.png"
@@ -76,6 +82,8 @@ def worker(args: argparse.Namespace) -> None:
     """One phase at one size in this process; prints a JSON record."""
     import torch
 
+    if args.heap == "keep" and not keep_freed_memory():
+        raise SystemExit("--heaps keep needs glibc")
     torch.set_num_threads(1)
     limit = int(args.max_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -108,9 +116,11 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(record))
 
 
-def _run_phase(args: argparse.Namespace, size: str, phase: str, untiled: bool, strings: Path):
+def _run_phase(
+    args: argparse.Namespace, size: str, phase: str, untiled: bool, strings: Path, heap: str
+) -> dict:
     """A fresh worker process for one phase; its record, or the reason it failed."""
-    cmd = [sys.executable, __file__, "--worker", "--size", size, "--phase", phase]
+    cmd = [sys.executable, __file__, "--worker", "--size", size, "--phase", phase, "--heap", heap]
     cmd += ["--image", str(args.image), "--strings", str(strings), "--max-gb", str(args.max_gb)]
     cmd += ["--lmbda-index", str(args.lmbda_index)] + (["--untiled"] if untiled else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -119,15 +129,16 @@ def _run_phase(args: argparse.Namespace, size: str, phase: str, untiled: bool, s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(args: argparse.Namespace, size: str, untiled: bool) -> dict:
+def measure(args: argparse.Namespace, size: str, untiled: bool, heap: str) -> dict:
     """Compress then decompress one size; prints and returns the record."""
     height, width = _parse_size(size)
     record = {"size": size, "megapixels": round(height * width / 1e6, 3), "untiled": untiled}
+    record["heap"] = heap
     with tempfile.TemporaryDirectory() as tmp:
         strings = Path(tmp) / "strings.pt"
-        record["compress"] = _run_phase(args, size, "compress", untiled, strings)
+        record["compress"] = _run_phase(args, size, "compress", untiled, strings, heap)
         if "failed" not in record["compress"]:
-            record["decompress"] = _run_phase(args, size, "decompress", untiled, strings)
+            record["decompress"] = _run_phase(args, size, "decompress", untiled, strings, heap)
     print(json.dumps(record), flush=True)
     return record
 
@@ -139,7 +150,9 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--lmbda-index", type=float, default=3.0)
     parser.add_argument("--max-gb", type=float, default=8.0, help="address-space cap per worker")
+    parser.add_argument("--heaps", nargs="+", choices=["keep", "system"], default=["keep"])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--heap", choices=["keep", "system"], help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=["compress", "decompress"], help=argparse.SUPPRESS)
@@ -149,8 +162,8 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    runs = [measure(args, s, untiled=True) for s in args.untiled_sizes]
-    runs += [measure(args, s, untiled=False) for s in args.sizes]
+    runs = [measure(args, s, True, heap) for s in args.untiled_sizes for heap in args.heaps]
+    runs += [measure(args, s, False, heap) for s in args.sizes for heap in args.heaps]
     if args.out:
         import torch
 

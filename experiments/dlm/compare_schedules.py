@@ -79,11 +79,23 @@ SCHEDULES = {
 }
 
 
-def _variants(baseline: ModuleType | None) -> dict:
+def parse_schedule(text: str) -> tuple[str, RefineSchedule]:
+    """``NAME:key=value,...`` (RefineSchedule's fields; unnamed ones keep the defaults)."""
+    name, _, fields = text.partition(":")
+    kwargs = {}
+    for item in filter(None, fields.split(",")):
+        key, _, value = item.partition("=")
+        kwargs[key] = value if key == "precision" else float(value)
+    if "steps" in kwargs:
+        kwargs["steps"] = int(kwargs["steps"])
+    return name, RefineSchedule(**kwargs)
+
+
+def _variants(baseline: ModuleType | None, schedules: dict[str, RefineSchedule]) -> dict:
     """name → a function (codec, x, idx) → (stream, RefineResult) of one refined encode."""
     variants = {
         name: (lambda codec, x, idx, s=schedule: refine_encode(codec, x, idx, s))
-        for name, schedule in SCHEDULES.items()
+        for name, schedule in schedules.items()
     }
     if baseline is not None:
         variants["today"] = lambda codec, x, idx: baseline.refine_encode(
@@ -168,12 +180,23 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
     parser.add_argument("--baseline-rev", help="also time the refine.py of this git revision")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--schedule",
+        action="append",
+        default=[],
+        type=parse_schedule,
+        help="another schedule, NAME:key=value,... (e.g. wide:lr=2000,decay=0.95); repeatable",
+    )
+    parser.add_argument("--only", help="comma-separated names: time these of the schedules alone")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = ImageCodec.load(args.checkpoint)
     baseline = _baseline_refine(args.baseline_rev) if args.baseline_rev else None
-    variants = _variants(baseline)
+    schedules = {**SCHEDULES, **dict(args.schedule)}
+    if args.only:
+        schedules = {k: v for k, v in schedules.items() if k in args.only.split(",")}
+    variants = _variants(baseline, schedules)
     rows, turn = [], 0
     for name in args.images.split(","):
         x = read_image(args.kodak / f"{name}.png")
@@ -189,7 +212,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "bfloat16_native": native_bfloat16(torch.device("cpu")),
         "schedules": {
-            **{name: repr(schedule) for name, schedule in SCHEDULES.items()},
+            **{name: repr(schedule) for name, schedule in schedules.items()},
             **({"today": f"refine.py at {args.baseline_rev}"} if baseline else {}),
         },
         "summary": summary,

@@ -3,6 +3,11 @@
 Each sample of a batch gets its own λ index, drawn uniformly from the trained set, and the
 loss is the batch mean of ``255²·λᵢ·MSEᵢ + bppᵢ`` (MSE) or ``λᵢ·(1 − MS-SSIMᵢ) + bppᵢ``
 (MS-SSIM). With a one-element λ set this is the ordinary fixed-rate loss.
+
+A sample's loss grows with its λ (about 5× from the smallest to the largest of the paper's MSE
+set), so in the plain mean the largest λs decide most of each step. ``lmbda_weight_power`` p
+weights sample i by ``(λᵢ / λ̄)^(−p)`` (λ̄: the set's geometric mean) to even that out;
+p = 0, the default, is the paper's loss.
 """
 
 from __future__ import annotations
@@ -52,15 +57,21 @@ class RateDistortionLoss(nn.Module):
     Args:
         lmbdas: the trained λ set (index i ↦ lmbdas[i]).
         distortion: ``"mse"`` or ``"ms-ssim"``.
+        lmbda_weight_power: p in the per-sample weight ``(λᵢ / λ̄)^(−p)`` (0: unweighted).
     """
 
-    def __init__(self, lmbdas: Sequence[float], distortion: str = "mse") -> None:
+    def __init__(
+        self, lmbdas: Sequence[float], distortion: str = "mse", lmbda_weight_power: float = 0.0
+    ) -> None:
         super().__init__()
         if distortion not in ("mse", "ms-ssim"):
             raise ValueError(f"distortion must be 'mse' or 'ms-ssim', got {distortion!r}")
         if len(lmbdas) == 0 or any(not math.isfinite(v) or v <= 0 for v in lmbdas):
             raise ValueError(f"λ values must be positive numbers, got {list(lmbdas)}")
+        if not math.isfinite(lmbda_weight_power):
+            raise ValueError(f"lmbda_weight_power must be a number, got {lmbda_weight_power}")
         self.distortion = distortion
+        self.lmbda_weight_power = float(lmbda_weight_power)
         self.register_buffer("lmbdas", torch.tensor([float(v) for v in lmbdas]), persistent=False)
 
     @property
@@ -75,6 +86,13 @@ class RateDistortionLoss(nn.Module):
     def lmbda_values(self, lmbda_idx: Tensor) -> Tensor:
         """λ for (possibly fractional) indices, log-linearly interpolated between set points."""
         return interpolate_log_linear(self.lmbdas, lmbda_idx)
+
+    def sample_weights(self, lmbda: Tensor) -> Tensor:
+        """``(λ / λ̄)^(−p)`` per sample (ones for p = 0)."""
+        if not self.lmbda_weight_power:
+            return torch.ones_like(lmbda)
+        mean = self.lmbdas.log().mean().exp()
+        return (lmbda / mean).pow(-self.lmbda_weight_power)
 
     def forward(self, output: Mapping, target: Tensor, lmbda_idx: Tensor | None = None) -> dict:
         """Loss terms; per-sample tensors (``bpp``, ``mse``, ``psnr``, ``lmbda``) and scalars.
@@ -98,7 +116,7 @@ class RateDistortionLoss(nn.Module):
             out["ms_ssim"] = ms_ssim(x_hat, target)
             per_sample = lmbda * (1 - out["ms_ssim"]) + bpp
         out["per_sample_loss"] = per_sample
-        out["loss"] = per_sample.mean()
+        out["loss"] = (per_sample * self.sample_weights(lmbda)).mean()
         out["bpp_loss"] = bpp.mean()
         out["mse_loss"] = mse.mean()
         return out

@@ -248,7 +248,7 @@ def _compress(args: argparse.Namespace) -> int:
         x = read_image_bytes(_read_stdin(), "<stdin>")
     else:
         x = read_image(args.input)
-    codec = _load(args)
+    codec = _load(args, x.shape[-2] * x.shape[-1])
     lmbda_idx = _choose_rate(codec, args)
     with _Progress() as progress:
         stream, note = _encode(codec, x, lmbda_idx, args, progress)
@@ -370,7 +370,7 @@ def _decompress(args: argparse.Namespace) -> int:
     if not _is_stdio(args.output) and args.output.suffix.lower() != ".png":
         raise UsageError(f"the output is written as PNG; name it *.png, not {args.output.name}")
     stream = _read_stream(args.input)  # a bad file fails before the model is loaded
-    codec = _load(args)
+    codec = _load(args, stream.height * stream.width)
     from .images import png_bytes
 
     _write_output(args.output, png_bytes(codec.decode(stream)))
@@ -497,13 +497,16 @@ def _precheck_rate(args: argparse.Namespace) -> None:
         raise UsageError(f"model {summary.name!r} is fixed-rate: it takes no {_NO_RATE}")
 
 
-def _load(args: argparse.Namespace) -> ImageCodec:
+def _load(args: argparse.Namespace, pixels: int) -> ImageCodec:
+    """The model of ``args``, in a process set up to code images of at most ``pixels``."""
     import torch
 
+    from lae_vbr.heap import keep_freed_memory_for
     from lae_vbr.models.state_dict import CheckpointError
 
     from .image_codec import ImageCodec
 
+    keep_freed_memory_for(pixels)  # the command codes and exits: freed maps are reused
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -80,9 +80,9 @@ def compress_folder(args: argparse.Namespace) -> int:
     _check_targets(args)
     _precheck_rate(args)
     outputs = _outputs(images, args.output)
-    from .images import read_image
+    from .images import image_pixels, read_image
 
-    codec = _load(args)
+    codec = _load(args, max(image_pixels(path) for path in images))
     lmbda_idx = _choose_rate(codec, args)
     args.output.mkdir(exist_ok=True)
     if args.total_size is not None:

@@ -19,6 +19,7 @@ from .errors import ImageError
 __all__ = [
     "INPUT_FORMATS",
     "MAX_PIXELS",
+    "image_pixels",
     "png_bytes",
     "read_image",
     "read_image_bytes",
@@ -32,17 +33,32 @@ MAX_PIXELS = 1 << 25
 INPUT_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "PPM"})
 
 
-def read_image(path: str | PathLike, max_pixels: int = MAX_PIXELS) -> Tensor:
-    """An image file as a float (1, 3, H, W) tensor in [0, 1] (8-bit RGB, see
-    :func:`lae_vbr.data.load_rgb_image`); its size is checked before it is decoded."""
-    path = Path(path)
+def _header(path: Path) -> tuple[str, int, int]:
+    """(format, width, height) from an image file's header, without decoding it."""
     try:
         with Image.open(path) as im:
-            fmt, (width, height) = im.format, im.size
+            return im.format, *im.size
     except FileNotFoundError:
         raise
     except Exception as err:
         raise ImageError(f"cannot read image {path}: not a PNG, JPEG, WebP or PPM file") from err
+
+
+def image_pixels(path: str | PathLike) -> int:
+    """Height × width of an image file from its header (0 if it cannot be read: reading it
+    with :func:`read_image` then says why)."""
+    try:
+        _, width, height = _header(Path(path))
+    except (OSError, ImageError):
+        return 0
+    return width * height
+
+
+def read_image(path: str | PathLike, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """An image file as a float (1, 3, H, W) tensor in [0, 1] (8-bit RGB, see
+    :func:`lae_vbr.data.load_rgb_image`); its size is checked before it is decoded."""
+    path = Path(path)
+    fmt, width, height = _header(path)
     if fmt not in INPUT_FORMATS:
         raise ImageError(f"{path} is a {fmt} image; use PNG, JPEG, WebP or PPM")
     if width * height > max_pixels:
