@@ -14,7 +14,8 @@ Two schedules (:class:`RefineSchedule`): the reference's, 20 plain SGD steps in 
 (:meth:`RefineSchedule.reference`: step size 800 × 0.99ⁿ, halved when the loss rises), and the
 default, the same rule with half the steps, a first step twice as long that decays faster
 (1600 × 0.9ⁿ) and the decoder path in bfloat16 where the hardware computes it natively: in
-about a third of the reference's time it gets 93 % of its loss reduction on Kodak
+about a third of the reference's time it gets 93 % of its loss reduction on Kodak where the CPU
+has native bfloat16, in about half of it (94 %, on a few images) where it has not
 (``experiments/dlm``).
 Gradient-normalised steps with Nesterov momentum stay available (``normalize``, ``momentum``):
 they suited a small TCM but overshot on the bundled mean-scale hyperprior, whose loss doubled
