@@ -4,9 +4,9 @@ PyTorch's CPU allocator keeps no cache: every tensor is a ``malloc`` and every r
 ``free``. glibc serves blocks above its mmap threshold (adaptive, at most 32 MiB) with fresh
 pages from the kernel and gives them back when they are freed, so every large intermediate of
 every layer costs one page fault and one page of zeros per 4 KiB. The maps of a codec's main
-transforms are that large: on TCM-VBR N=64 at 768×512 it was 1.7 M faults and a fifth of a
-compress's CPU time, and a larger share at larger sizes, where more of the maps are above the
-threshold (``experiments/bench``, "Freed memory kept").
+transforms are that large: on TCM-VBR N=64 at 768×512 it was 1.7 M faults per megapixel and
+a fifth of a compress's CPU time, and a larger share at larger sizes, where more of the maps
+are above the threshold (``experiments/bench``, "Freed memory kept").
 
 :func:`keep_freed_memory` makes glibc serve every block from its heap and never shrink it, so
 a freed map is reused by the next one. The price is memory: freed blocks are returned to the
