@@ -84,7 +84,7 @@ def test_every_experiment_runs_fast_dev_run(
     if experiment == "latent_toy":  # two frozen fixed-rate models: tiny ones
         low, *_, high = write_tiny_teachers(tmp_path / "teachers")
         overrides += [f"high_ckpt={high}", f"low_ckpt={low}"]
-    if experiment == "demo/lae":  # starts its frozen backbone from a fixed-rate model
+    if experiment in ("demo/lae", "demo/recentred_lae"):  # a frozen backbone from a checkpoint
         *_, high = write_tiny_teachers(tmp_path / "teachers")
         overrides += ["model/backbone=tcm_tiny", f"init_from={high}"]
     cfg = make_cfg(tmp_path, overrides)

@@ -13,10 +13,10 @@ rounds of the per-round ratio reference / ours (above 1: ours is faster).
 
 Phases: ``forward`` (eval, λ index 3, no autograd), ``coding`` (compress then decompress, each
 implementation with its own default arithmetic: float64 entropy parameters for ours, float32
-for the reference), and ``train_step`` (a batch of ``--batch`` random ``--crop``² crops of the
-image: forward in training mode at a λ index per sample, the RD loss, backward, the main
-optimiser step, the auxiliary loss, its backward and step; the same loss function, optimisers
-and crops for both).
+for the reference; ``--arithmetic float32`` codes ours in float32 too), and ``train_step`` (a
+batch of ``--batch`` random ``--crop``² crops of the image: forward in training mode at a λ
+index per sample, the RD loss, backward, the main optimiser step, the auxiliary loss, its
+backward and step; the same loss function, optimisers and crops for both).
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def optimisers(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.opt
 class Runner:
     """The phases of one implementation, each a call that does the whole phase once."""
 
-    def __init__(self, model, forward_train, x, crops, lmbda_idx: float) -> None:
+    def __init__(self, model, forward_train, x, crops, lmbda_idx: float, **coding) -> None:
         self.model, self.x, self.crops, self.idx = model, x, crops, lmbda_idx
+        self.coding_options = coding  # e.g. arithmetic=..., for ours
         self.forward_train = forward_train
         self.opt, self.aux_opt = optimisers(model)
         self.sample_idx = torch.arange(len(crops)) % len(LMBDAS)
@@ -73,8 +74,8 @@ class Runner:
     def coding(self) -> int:
         self.model.eval()
         with torch.inference_mode():
-            enc = self.model.compress(self.x, self.idx)
-            self.model.decompress(enc["strings"], enc["shape"], self.idx)
+            enc = self.model.compress(self.x, self.idx, **self.coding_options)
+            self.model.decompress(enc["strings"], enc["shape"], self.idx, **self.coding_options)
         return sum(len(s[0]) for s in enc["strings"])
 
     def train_step(self) -> None:
@@ -99,7 +100,14 @@ def build(args, reference_module, weights: dict, x, crops) -> dict[str, Runner]:
     ref.update(force=True)
 
     return {
-        "lae-vbr": Runner(ours, lambda b, i: ours(b, i.float()), x, crops, args.lmbda_index),
+        "lae-vbr": Runner(
+            ours,
+            lambda b, i: ours(b, i.float()),
+            x,
+            crops,
+            args.lmbda_index,
+            arithmetic=args.arithmetic,
+        ),
         "reference": Runner(ref, lambda b, i: _ref_forward(ref, b, i), x, crops, args.lmbda_index),
     }
 
@@ -148,6 +156,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--phases", default="forward,coding,train_step")
+    parser.add_argument(
+        "--arithmetic", default="float64", choices=["float64", "float32"], help="ours, coding"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -184,6 +195,7 @@ def main() -> None:
         "image": args.image.name,
         "model": f"TCMVBR N={args.N} (untrained, seed 0), identical initial weights",
         "threads": args.threads,
+        "arithmetic": {"lae-vbr": args.arithmetic, "reference": "float32"},
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "train_batch": [args.batch, 3, args.crop, args.crop],
