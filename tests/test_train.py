@@ -64,6 +64,10 @@ EXPERIMENTS = sorted(
 )
 
 
+# LAE-only stages: the backbone comes frozen from `init_from`.
+FROZEN_BACKBONE_EXPERIMENTS = {"demo/lae", "demo/recentred_lae", "demo/wide_lae"}
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(
     tmp_path: Path, small_val_dir: Path, experiment: str
@@ -84,7 +88,7 @@ def test_every_experiment_runs_fast_dev_run(
     if experiment == "latent_toy":  # two frozen fixed-rate models: tiny ones
         low, *_, high = write_tiny_teachers(tmp_path / "teachers")
         overrides += [f"high_ckpt={high}", f"low_ckpt={low}"]
-    if experiment in ("demo/lae", "demo/recentred_lae"):  # a frozen backbone from a checkpoint
+    if experiment in FROZEN_BACKBONE_EXPERIMENTS:  # a frozen backbone from a checkpoint
         *_, high = write_tiny_teachers(tmp_path / "teachers")
         overrides += ["model/backbone=tcm_tiny", f"init_from={high}"]
     cfg = make_cfg(tmp_path, overrides)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The bundled demo model, end to end: five training stages (experiment=demo/fixed, demo/lae,
-# demo/joint, demo/extend, demo/extend2), each started from the previous stage's last
-# checkpoint, then the export to src/lae_vbr/assets/demo.pt. Rerunning resumes: a stage whose
-# folder holds checkpoints/last.ckpt continues from it (and ends at once when it is complete).
+# The bundled demo model, end to end: five stages on the paper's λ set (experiment=demo/fixed,
+# demo/lae, demo/joint, demo/extend, demo/extend2), each started from the previous stage's last
+# checkpoint; then the mask ranges centred (recentre.py) and two stages on the wider λ set
+# (demo/wide_lae: the LAEs alone; demo/wide: everything, λ-balanced loss); then the export to
+# src/lae_vbr/assets/demo.pt. Rerunning resumes: a stage whose folder holds
+# checkpoints/last.ckpt continues from it (and ends at once when it is complete).
 #
 #   OMP_NUM_THREADS=1 bash experiments/demo_model/train.sh [logs/demo_model [overrides...]]
 #
@@ -11,11 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-logs/demo_model}
 previous=""
-for stage in fixed lae joint extend extend2; do
+for stage in fixed lae joint extend extend2 wide_lae wide; do
     out="$root/$stage"
     args=(experiment=demo/$stage "hydra.run.dir=$out")
     if [[ -f "$out/checkpoints/last.ckpt" ]]; then
         args+=("ckpt_path=$out/checkpoints/last.ckpt")
+    elif [[ "$stage" == wide_lae ]]; then
+        python experiments/demo_model/recentre.py "$previous" --out "$root/recentred.pt"
+        args+=("init_from=$root/recentred.pt")
     elif [[ -n "$previous" ]]; then
         args+=("init_from=$previous")
     fi
