@@ -3,6 +3,7 @@ a total size), on the tiny scaling model of :mod:`test_rate_control`."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -38,13 +39,16 @@ def image(files: dict[str, Path]) -> torch.Tensor:
 
 
 class CurvedProbe(ImageProbe):
-    """A probe whose PSNR is a known, gently concave curve of Σ log₂ m (0.4 dB off the line
-    through its ends), 30 dB at λ index 0 to 35 dB at the top: a wider range than the tiny
-    model has, to check the search itself."""
+    """A probe whose PSNR is a known, gently concave curve of the log of the estimated rate
+    (0.4 dB off the line through its ends), 30 dB at λ index 0 to 35 dB at the top: a wider
+    range than the tiny model has, to check the search itself."""
 
     def curve(self, idx: float) -> float:
-        s0, s1 = self.rates.bits(0.0), self.rates.bits(self.rates.max_index)
-        t = (self.rates.bits(idx) - s0) / (s1 - s0)
+        def log_rate(i: float) -> float:
+            return math.log(self.estimate_bits(i))
+
+        r0, r1 = log_rate(0.0), log_rate(self.rates.max_index)
+        t = (log_rate(idx) - r0) / (r1 - r0)
         return 30.0 + 5.4 * t - 0.4 * t * t
 
     def psnr(self, lmbda_idx: float) -> float:
