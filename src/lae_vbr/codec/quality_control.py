@@ -20,7 +20,7 @@ end with a :class:`RateControlWarning` stating the range.
 The rounds are placed on Σ log₂ m (free to evaluate), but the final line runs through them in
 the log of the estimated file size (:meth:`~.probe.ImageProbe.estimate_bits`, about a seventh
 of an encode each): PSNR bends less against log rate than against Σ log₂ m over a wide λ range
-(``experiments/rate_control/chord_error.py``), so the target is solved for a rate and that rate
+(the two-round error of ``study=dlambda``), so the target is solved for a rate and that rate
 found with a few estimates (:func:`~.search.search_estimates`).
 """
 
