@@ -117,11 +117,16 @@ class _Rounds:
     def log_rate(self, idx: float) -> float:
         return math.log(self.probe.estimate_bits(idx))
 
+    def rate_line(self) -> tuple[Point, Point]:
+        """The two rounds nearest the target as (λ index, log of the estimated rate, PSNR):
+        the line that predicts and solves."""
+        (i0, _, v0), (i1, _, v1) = self.nearest()
+        return (i0, self.log_rate(i0), v0), (i1, self.log_rate(i1), v1)
+
     def line_at(self, idx: float) -> float:
         """The PSNR at this index by the line through the two rounds nearest the target, in
         the log of the estimated rate."""
-        (i0, _, v0), (i1, _, v1) = self.nearest()
-        l0, l1 = self.log_rate(i0), self.log_rate(i1)
+        (_, l0, v0), (_, l1, v1) = self.rate_line()
         return v0 + (v1 - v0) * (self.log_rate(idx) - l0) / (l1 - l0) if l1 != l0 else v0
 
     def solve_on_rate(self, start: tuple[float, str | None]) -> tuple[float, str | None]:
@@ -129,10 +134,9 @@ class _Rounds:
         gives the target, searched by estimates from ``start`` (the Σ log₂ m line's answer,
         kept when the rounds give no usable line), and ``"low"``/``"high"`` when it lies
         beyond that end of the range."""
-        (i0, _, v0), (i1, _, v1) = self.nearest()
+        (i0, l0, v0), (i1, l1, v1) = self.rate_line()
         if v1 == v0 or i1 == i0:
             return start
-        l0, l1 = self.log_rate(i0), self.log_rate(i1)
         goal = math.exp(l0 + (self.target - v0) * (l1 - l0) / (v1 - v0))
         known = {i0: math.exp(l0), i1: math.exp(l1)}
         prior = (known[i1] - known[i0]) / (i1 - i0)
