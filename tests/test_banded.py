@@ -3,6 +3,8 @@ running each layer on the whole map (small maps, bands far smaller than in pract
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -25,16 +27,22 @@ def test_main_transform_layers_have_a_geometry(tcm) -> None:
         assert band_geometry(layer) is not None, type(layer).__name__
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("max_pixels", [1, 40_000])
-def test_banded_transforms_equal_whole(tcm, max_pixels: int) -> None:
-    """The smallest bands (max_pixels=1: MIN_BAND_PIXELS) put most rows near a band edge."""
+def test_banded_transforms_equal_whole(tcm, max_pixels: int, channels_last: bool) -> None:
+    """The smallest bands (max_pixels=1: MIN_BAND_PIXELS) put most rows near a band edge;
+    NHWC weights (how ImageCodec runs the transforms) keep NHWC maps through the bands."""
+    if channels_last:
+        tcm = copy.deepcopy(tcm).transforms_to_channels_last()
     torch.manual_seed(1)
     x = torch.rand(1, 3, 256, 1024)
     with torch.inference_mode():
         y = run_layers_in_bands(tcm.g_a, x, max_pixels)
         assert torch.equal(y, tcm.g_a(x))
         y_hat = torch.randn(1, tcm.M, 16, 64)
-        assert torch.equal(run_layers_in_bands(tcm.g_s, y_hat, max_pixels), tcm.g_s(y_hat))
+        x_hat = run_layers_in_bands(tcm.g_s, y_hat, max_pixels)
+        assert torch.equal(x_hat, tcm.g_s(y_hat))
+    assert x_hat.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_chunked_window_attention_equals_whole(monkeypatch) -> None:
@@ -49,7 +57,8 @@ def test_chunked_window_attention_equals_whole(monkeypatch) -> None:
             monkeypatch.undo()
 
 
-def test_compress_decompress_unchanged_by_bands(monkeypatch) -> None:
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_compress_decompress_unchanged_by_bands(monkeypatch, channels_last: bool) -> None:
     """The codec's own path (analysis / synthesis) with tiny bands codes the same bytes and
     decodes the same image."""
     torch.manual_seed(3)
@@ -57,6 +66,8 @@ def test_compress_decompress_unchanged_by_bands(monkeypatch) -> None:
     randomize_lae(model.modnet_ga)
     randomize_lae(model.modnet_gs, seed=1)
     model.update()
+    if channels_last:
+        model.transforms_to_channels_last()
     x = torch.rand(1, 3, 250, 1000)
     with torch.inference_mode():
         whole = model.compress(x, 2.0)

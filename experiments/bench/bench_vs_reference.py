@@ -1,6 +1,6 @@
 """TCM-VBR against the reference implementation, interleaved: forward, compress + decompress
 and a training step, in one process, from the same initial weights (the timed training steps
-then move each model by its own optimiser, alike).
+train a second copy of each implementation, so forward and coding keep those weights).
 
     python experiments/bench/bench_vs_reference.py --reference /tmp/VBR_work \
         --image ../shared/data/kodak/kodim01.png --threads 2 --rounds 5 \
@@ -16,7 +16,10 @@ implementation with its own default arithmetic: float64 entropy parameters for o
 for the reference; ``--arithmetic float32`` codes ours in float32 too), and ``train_step`` (a
 batch of ``--batch`` random ``--crop``² crops of the image: forward in training mode at a λ
 index per sample, the RD loss, backward, the main optimiser step, the auxiliary loss, its
-backward and step; the same loss function, optimisers and crops for both).
+backward and step; the same loss function, optimisers and crops for both). ``--layout nhwc`` runs
+our transforms channels-last in ``forward`` and ``coding`` (``transforms_to_channels_last``);
+its training step is NCHW, or with ``--train-layout nhwc`` the whole model channels-last, as
+training with ``channels_last=true``. The reference runs as it is written (NCHW).
 """
 
 from __future__ import annotations
@@ -57,13 +60,20 @@ def optimisers(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.opt
 
 
 class Runner:
-    """The phases of one implementation, each a call that does the whole phase once."""
+    """The phases of one implementation, each a call that does the whole phase once.
 
-    def __init__(self, model, forward_train, x, crops, lmbda_idx: float, **coding) -> None:
+    ``train_model`` (default: ``model``) is the copy that ``train_step`` trains: with one
+    each, the forward and coding phases of both implementations keep the initial weights
+    (and code the same bytes) however many steps are timed."""
+
+    def __init__(
+        self, model, forward_train, x, crops, lmbda_idx: float, train_model=None, **coding
+    ) -> None:
         self.model, self.x, self.crops, self.idx = model, x, crops, lmbda_idx
+        self.train_model = model if train_model is None else train_model
         self.coding_options = coding  # e.g. arithmetic=..., for ours
         self.forward_train = forward_train
-        self.opt, self.aux_opt = optimisers(model)
+        self.opt, self.aux_opt = optimisers(self.train_model)
         self.sample_idx = torch.arange(len(crops)) % len(LMBDAS)
 
     def forward(self) -> None:
@@ -79,37 +89,61 @@ class Runner:
         return sum(len(s[0]) for s in enc["strings"])
 
     def train_step(self) -> None:
-        self.model.train()
+        self.train_model.train()
         self.opt.zero_grad()
         self.aux_opt.zero_grad()
         out = self.forward_train(self.crops, self.sample_idx)
         rd_loss(out, self.crops, self.sample_idx).backward()
         self.opt.step()
-        self.model.aux_loss().backward()
+        self.train_model.aux_loss().backward()
         self.aux_opt.step()
 
 
-def build(args, reference_module, weights: dict, x, crops) -> dict[str, Runner]:
-    ours = TCMVBR(N=args.N)
-    ours.load_state_dict(weights)
-    ours.update(force=True)
-    ref = reference_module.TCM_VBR(
-        config=[2, 2, 2, 2, 2, 2], head_dim=[8, 16, 32, 32, 16, 8], N=args.N, M=320
-    )
-    ref.load_state_dict(weights)
-    ref.update(force=True)
+def _ours(args, weights: dict) -> TCMVBR:
+    model = TCMVBR(N=args.N)
+    model.load_state_dict(weights)
+    model.update(force=True)
+    return model
 
+
+def build(args, reference_module, weights: dict, x, crops) -> dict[str, Runner]:
+    ours = _ours(args, weights)
+    if args.layout == "nhwc":
+        ours.transforms_to_channels_last()
+    ours_train = _ours(args, weights)
+    layout = torch.contiguous_format
+    if args.train_layout == "nhwc":  # as CompressionModule runs it with channels_last=true
+        layout = torch.channels_last
+        ours_train.to(memory_format=layout)
+    ref, ref_train = (_reference(reference_module, args, weights) for _ in range(2))
     return {
         "lae-vbr": Runner(
             ours,
-            lambda b, i: ours(b, i.float()),
+            lambda b, i: ours_train(b.contiguous(memory_format=layout), i.float()),
             x,
             crops,
             args.lmbda_index,
+            train_model=ours_train,
             arithmetic=args.arithmetic,
         ),
-        "reference": Runner(ref, lambda b, i: _ref_forward(ref, b, i), x, crops, args.lmbda_index),
+        "reference": Runner(
+            ref,
+            lambda b, i: _ref_forward(ref_train, b, i),
+            x,
+            crops,
+            args.lmbda_index,
+            train_model=ref_train,
+        ),
     }
+
+
+def _reference(reference_module, args, weights: dict):
+    model = reference_module.TCM_VBR(
+        config=[2, 2, 2, 2, 2, 2], head_dim=[8, 16, 32, 32, 16, 8], N=args.N, M=320
+    )
+    model.load_state_dict(weights)
+    model.update(force=True)
+    return model
 
 
 def _ref_forward(ref, batch: torch.Tensor, idx: torch.Tensor) -> dict:
@@ -159,6 +193,18 @@ def main() -> None:
     parser.add_argument(
         "--arithmetic", default="float64", choices=["float64", "float32"], help="ours, coding"
     )
+    parser.add_argument(
+        "--layout",
+        default="nchw",
+        choices=["nchw", "nhwc"],
+        help="ours, forward and coding: transforms NCHW (as ImageCodec) or channels-last",
+    )
+    parser.add_argument(
+        "--train-layout",
+        default="nchw",
+        choices=["nchw", "nhwc"],
+        help="ours, training step: the default, or channels_last=true (the whole model NHWC)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,6 +242,7 @@ def main() -> None:
         "model": f"TCMVBR N={args.N} (untrained, seed 0), identical initial weights",
         "threads": args.threads,
         "arithmetic": {"lae-vbr": args.arithmetic, "reference": "float32"},
+        "layout": {"lae-vbr": args.layout, "lae-vbr training": args.train_layout},
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "train_batch": [args.batch, 3, args.crop, args.crop],

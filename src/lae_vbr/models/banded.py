@@ -146,12 +146,24 @@ def run_in_bands(
     for start, stop, lo, hi in _bands(height, rows, geometry.halo):
         band = layer(x[..., lo:hi, :])
         if out is None:
-            out = band.new_empty(*band.shape[:-2], height * up // down, band.shape[-1])
+            shape = (*band.shape[:-2], height * up // down, band.shape[-1])
+            out = torch.empty(
+                shape,
+                dtype=band.dtype,
+                device=band.device,
+                memory_format=_memory_format(band),
+            )
         keep = slice((start - lo) * up // down, (stop - lo) * up // down)
         out[..., start * up // down : stop * up // down, :] = band[..., keep, :]
         del band
     assert out is not None
     return out
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """The layout of a 4-D map (NHWC maps stay NHWC: a copy to NCHW would cost a reorder)."""
+    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc and not x.is_contiguous() else torch.contiguous_format
 
 
 def layer_keeps_shape(layer: nn.Module) -> bool:

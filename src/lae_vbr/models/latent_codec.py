@@ -22,7 +22,6 @@ from typing import Protocol
 import torch
 from compressai.layers import (
     ResidualBlockUpsample,
-    ResidualBlockWithStride,
     conv3x3,
     subpel_conv3x3,
 )
@@ -37,7 +36,7 @@ from .entropy import (
     run_slices,
     ste_round,
 )
-from .layers import ConvTransBlock
+from .layers import ConvTransBlock, ResidualBlockWithStride
 from .rans import (
     CheckedEntropyBottleneck,
     CheckedGaussianConditional,

@@ -10,9 +10,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from compressai.layers import AttentionBlock, ResidualBlock, conv1x1
+from compressai.layers import ResidualBlockWithStride as _CompressAIResidualBlockWithStride
 from torch import Tensor, nn
 
-__all__ = ["WindowAttention", "SwinLayer", "ConvTransBlock", "SwinPair", "SWAtten"]
+__all__ = [
+    "WindowAttention",
+    "SwinLayer",
+    "ConvTransBlock",
+    "SwinPair",
+    "SWAtten",
+    "ResidualBlockWithStride",
+    "SubsampledConv1x1",
+]
 
 #: Largest attention-score tensor (floats) computed at once at inference (32 MB).
 ATTENTION_CHUNK_ELEMENTS = 1 << 23
@@ -245,3 +254,33 @@ class SWAtten(AttentionBlock):
         z = self.non_local_block(x)
         out = self.conv_a(x) * torch.sigmoid(self.conv_b(z)) + x
         return self.out_conv(out)
+
+
+class SubsampledConv1x1(nn.Conv2d):
+    """A strided 1×1 convolution computed as a stride-1 one on every ``stride``-th pixel.
+
+    The values are those of the strided convolution (each output pixel is ``W·x + b`` at one
+    input pixel). It exists because oneDNN's weight gradient of a strided 1×1 convolution on
+    channels-last maps with few input channels (3 to 8) corrupts the heap on the CPU ("double
+    free or corruption" or a silent exit in ``backward``, torch 2.14), which ended any
+    ``channels_last=true`` training of TCM at its first step.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows, cols = self.stride
+        return F.conv2d(x[..., ::rows, ::cols], self.weight, self.bias, groups=self.groups)
+
+
+class ResidualBlockWithStride(_CompressAIResidualBlockWithStride):
+    """CompressAI's block with its strided 1×1 skip as a :class:`SubsampledConv1x1`.
+
+    Same parameters, names and initialisation (the skip's weights are CompressAI's own), so
+    checkpoints and seeded models are unchanged.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 2) -> None:
+        super().__init__(in_ch, out_ch, stride)
+        if self.skip is not None and self.skip.stride != (1, 1):
+            skip = SubsampledConv1x1(in_ch, out_ch, 1, stride=stride, device="meta")
+            skip.weight, skip.bias = self.skip.weight, self.skip.bias
+            self.skip = skip

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 from compressai.layers import (
     ResidualBlockUpsample,
-    ResidualBlockWithStride,
     conv3x3,
     subpel_conv3x3,
 )
@@ -22,7 +21,7 @@ from torch import nn
 
 from .composed import ComposedCodec
 from .latent_codec import TCMLatentCodec
-from .layers import ConvTransBlock
+from .layers import ConvTransBlock, ResidualBlockWithStride
 
 __all__ = ["TCM"]
 
