@@ -31,7 +31,7 @@ def test_main_transform_layers_have_a_geometry(tcm) -> None:
 @pytest.mark.parametrize("max_pixels", [1, 40_000])
 def test_banded_transforms_equal_whole(tcm, max_pixels: int, channels_last: bool) -> None:
     """The smallest bands (max_pixels=1: MIN_BAND_PIXELS) put most rows near a band edge;
-    NHWC weights (how ImageCodec runs the transforms) keep NHWC maps through the bands."""
+    NHWC weights (`transforms_to_channels_last`) keep NHWC maps through the bands."""
     if channels_last:
         tcm = copy.deepcopy(tcm).transforms_to_channels_last()
     torch.manual_seed(1)
