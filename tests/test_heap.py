@@ -1,4 +1,4 @@
-"""keep_freed_memory: the maps of a second pass through the same layers cost no page faults."""
+"""keep_freed_memory: the maps of later passes through the same layers cost no page faults."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from lae_vbr import heap
 from lae_vbr.heap import keep_freed_memory
 
-# Three 3×3 convolutions on a 64 MiB map, twice; prints the page faults of the second pass.
+# Three 3×3 convolutions on a 64 MiB map, four times; prints the page faults of passes 2 to 4.
 _PROBE = """
 import json, resource, sys, torch
 from lae_vbr import heap
@@ -28,15 +28,18 @@ def layers():
             h = torch.relu(conv(h))
 layers()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-before = faults()
-layers()
-print(json.dumps({"kept": kept, "faults": faults() - before}))
+per_pass = []
+for _ in range(3):
+    before = faults()
+    layers()
+    per_pass.append(faults() - before)
+print(json.dumps({"kept": kept, "faults": per_pass}))
 """
 
 MAP_PAGES = 64 * 2**20 // 4096
 
 
-def _second_pass(mode: str) -> dict:
+def _later_passes(mode: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
     )
@@ -49,11 +52,15 @@ def _glibc() -> bool:
 
 @pytest.mark.skipif(not _glibc(), reason="glibc's mallopt only")
 def test_freed_maps_are_reused_without_page_faults() -> None:
-    kept = _second_pass("keep")
+    kept = _later_passes("keep")
     assert kept["kept"] is True
-    assert kept["faults"] < MAP_PAGES // 16
+    # Once the heap has grown to the passes' peak, a pass reuses it. One pass may still grow
+    # it by a map (seen once on another machine: 16 384 faults in the second pass), so the
+    # test asks for one pass in three without faults, which glibc's default never gives.
+    assert min(kept["faults"]) < MAP_PAGES // 16, kept["faults"]
     # glibc's default returns each map to the system and faults the next one in page by page
-    assert _second_pass("system")["faults"] > MAP_PAGES
+    system = _later_passes("system")["faults"]
+    assert min(system) > MAP_PAGES, system
 
 
 @pytest.mark.skipif(_glibc(), reason="elsewhere than glibc")
