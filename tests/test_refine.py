@@ -85,12 +85,12 @@ def test_refinement_lowers_the_real_rd_loss_and_decodes(
     plain = codec.encode(image, idx)
     if schedule == "reference":
         chosen = RefineSchedule.reference(STEPS)
-    else:
-        chosen = RefineSchedule(STEPS, precision=schedule)
+    else:  # the default's own step count: its long first steps can overshoot on this model
+        chosen = RefineSchedule(precision=schedule)
     stream, result = refine_encode(codec, image, idx, chosen)
     assert stream.lmbda_idx == pytest.approx(idx) and stream.to_bytes() != plain.to_bytes()
     assert min(result.losses) < result.losses[0] and result.best_step > 0
-    assert len(result.losses) <= STEPS + 1
+    assert len(result.losses) <= chosen.steps + 1
     assert _real_loss(codec, stream, image, lmbda) < _real_loss(codec, plain, image, lmbda)
     # the weights and their gradients are untouched, and the plain encoder still codes as before
     after = codec.model.state_dict()
@@ -222,12 +222,13 @@ def test_reference_schedule_is_plain_sgd_with_decay_and_halving() -> None:
 
 
 def test_default_schedule_is_the_reference_rule_shortened() -> None:
-    """The default: plain SGD like the reference, half the steps, a longer first step that
-    decays faster, bfloat16 where native."""
+    """The default: plain SGD like the reference, about half the steps, a longer first step
+    that decays faster, bfloat16 where native (experiments/dlm)."""
     fast, reference = RefineSchedule(), RefineSchedule.reference()
     assert (fast.normalize, fast.momentum, fast.backoff) == (None, 0.0, reference.backoff)
-    assert fast.steps == reference.steps // 2 and fast.lr == 2 * reference.lr
-    assert fast == RefineSchedule(10, 1600.0, 0.9, 0.0, None, 0.5, 0.0, "auto")
+    assert fast.steps < reference.steps and fast.lr > reference.lr
+    assert fast.decay < reference.decay and fast.min_change == 0.0
+    assert fast == RefineSchedule(11, 2000.0, 0.95, 0.0, None, 0.5, 0.0, "auto")
 
 
 def test_normalised_steps_and_nesterov_momentum() -> None:
