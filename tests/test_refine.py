@@ -221,14 +221,36 @@ def test_reference_schedule_is_plain_sgd_with_decay_and_halving() -> None:
     assert result.best_step == 3 and not result.y.requires_grad
 
 
+@pytest.mark.parametrize("midpoint", [True, False])
+def test_a_rise_halves_the_step_and_restarts_from_the_midpoint(midpoint: bool) -> None:
+    """A first step 2.5× too long overshoots (the loss rises): the step is halved and, with
+    ``midpoint_on_rise``, the next one starts from the midpoint of the two iterates with the
+    mean of their gradients (the midpoint's gradient on a quadratic); without, from the worse
+    iterate (the reference's rule)."""
+    schedule = RefineSchedule(2, 2.5, 1.0, precision="float32", midpoint_on_rise=midpoint)
+    a, b = torch.tensor([1.0, -2.0]), torch.tensor([0.5])
+    calls: list[tuple] = []
+    result = _descend(_quadratic(a, b, calls), torch.zeros(2), torch.zeros(1), schedule, 2.5)
+    # y₀ = 0, y₁ = 2.5·a (the loss rises from ½‖a‖² to ½·1.5²‖a‖²); lr → 1.25
+    start = 1.25 if midpoint else 2.5  # the midpoint 1.25·a, gradient 0.25·a; or y₁, 1.5·a
+    reached = start - 1.25 * (start - 1.0)  # y₂ = reached·a, z₂ = reached·b
+    assert torch.allclose(calls[2][1], reached * a)
+    norm = float(a.pow(2).sum() + b.pow(2).sum())
+    expected = [0.5 * norm, 0.5 * 1.5**2 * norm, 0.5 * (1 - reached) ** 2 * norm]
+    assert result.losses == pytest.approx(expected) and result.best_step == 2
+    # the midpoint lands 0.0625·a short of the minimum, the worse iterate's step 0.375·a
+    assert (1 - reached) == pytest.approx(0.0625 if midpoint else 0.375)
+
+
 def test_default_schedule_is_the_reference_rule_shortened() -> None:
     """The default: plain SGD like the reference, about half the steps, a longer first step
     that decays faster, bfloat16 where native (experiments/dlm)."""
     fast, reference = RefineSchedule(), RefineSchedule.reference()
     assert (fast.normalize, fast.momentum, fast.backoff) == (None, 0.0, reference.backoff)
-    assert fast.steps < reference.steps and fast.lr > reference.lr
+    assert fast.steps == reference.steps // 2 and fast.lr > reference.lr
     assert fast.decay < reference.decay and fast.min_change == 0.0
-    assert fast == RefineSchedule(11, 2000.0, 0.95, 0.0, None, 0.5, 0.0, "auto")
+    assert fast.midpoint_on_rise and not reference.midpoint_on_rise
+    assert fast == RefineSchedule(10, 2000.0, 0.95, 0.0, None, 0.5, 0.0, "auto", True)
 
 
 def test_normalised_steps_and_nesterov_momentum() -> None:

@@ -340,9 +340,10 @@ def test_dlm_schedules_by_name_with_overrides() -> None:
     assert study() == RefineSchedule()
     assert study(schedule="reference") == RefineSchedule.reference()
     assert study(schedule="reference", steps=5, lr=400) == RefineSchedule(
-        5, 400.0, 0.99, 0.0, None, 0.5, 1e-5, "float32"
+        5, 400.0, 0.99, 0.0, None, 0.5, 1e-5, "float32", False
     )
     assert study(precision="float32").precision == "float32"
+    assert study(midpoint_on_rise=False).midpoint_on_rise is False
     assert study(momentum=0).momentum == 0.0 and study(steps=3).steps == 3
 
 

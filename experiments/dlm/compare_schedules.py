@@ -85,7 +85,12 @@ def parse_schedule(text: str) -> tuple[str, RefineSchedule]:
     kwargs = {}
     for item in filter(None, fields.split(",")):
         key, _, value = item.partition("=")
-        kwargs[key] = value if key == "precision" else float(value)
+        if key == "precision":
+            kwargs[key] = value
+        elif key == "midpoint_on_rise":
+            kwargs[key] = value.lower() in ("1", "true", "yes")
+        else:
+            kwargs[key] = float(value)
     if "steps" in kwargs:
         kwargs["steps"] = int(kwargs["steps"])
     return name, RefineSchedule(**kwargs)

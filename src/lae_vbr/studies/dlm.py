@@ -194,7 +194,9 @@ def write_dlm(
 
 #: The study's schedules by name (``study.schedule``).
 SCHEDULES = {"fast": RefineSchedule(), "reference": RefineSchedule.reference()}
-_OVERRIDES = ("steps", "lr", "decay", "momentum", "backoff", "min_change", "precision")
+_OVERRIDES = (
+    "steps", "lr", "decay", "momentum", "backoff", "min_change", "precision", "midpoint_on_rise",
+)  # fmt: skip
 
 
 def _schedule(study: DictConfig) -> RefineSchedule:
