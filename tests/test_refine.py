@@ -243,8 +243,8 @@ def test_a_rise_halves_the_step_and_restarts_from_the_midpoint(midpoint: bool) -
 
 
 def test_default_schedule_is_the_reference_rule_shortened() -> None:
-    """The default: plain SGD like the reference, about half the steps, a longer first step
-    that decays faster, bfloat16 where native (experiments/dlm)."""
+    """The default: plain SGD like the reference, half the steps, a longer first step that
+    decays faster, a midpoint restart after a rise, bfloat16 where native (experiments/dlm)."""
     fast, reference = RefineSchedule(), RefineSchedule.reference()
     assert (fast.normalize, fast.momentum, fast.backoff) == (None, 0.0, reference.backoff)
     assert fast.steps == reference.steps // 2 and fast.lr > reference.lr

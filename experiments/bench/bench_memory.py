@@ -61,8 +61,8 @@ def _image(path: Path, height: int, width: int):
 
 def _model(untiled: bool, layout: str):
     """Seeded untrained TCM-VBR N=64; ``untiled`` switches bands and chunks off; ``layout``
-    ``nhwc``: the transforms channels-last (not ImageCodec's default: 4K compress peaked at
-    7.36 GB so, against 5.67 GB NCHW)."""
+    ``nhwc``: the transforms channels-last (not ImageCodec's default: with it, 4K compress
+    peaked at 7.36 GB, against 5.67 GB in NCHW)."""
     import torch
 
     from lae_vbr.models import TCMVBR, banded, layers
