@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from helpers import tiny_tcm, write_noisy_ramp
-from lae_vbr.codec.cli import main
+from lae_vbr.cli import main
 from lae_vbr.codec.errors import RateError
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.rate_control import encode_to_bpp

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from helpers import randomize_lae, tiny_cfg, write_noisy_ramp
-from lae_vbr.codec.cli import main
+from lae_vbr.cli import main
 from lae_vbr.codec.container import MAX_SIDE, Bitstream, ContainerError, ModelId, read_bitstream
 from lae_vbr.codec.digest import weights_digest
 from lae_vbr.codec.errors import DecodeError, ModelMismatchError, RateError
@@ -387,7 +387,7 @@ def test_entry_point_runs_as_a_module(tmp_path) -> None:
     junk = tmp_path / "junk.lae"
     junk.write_bytes(b"LAE\x01" + bytes(64))
     done = subprocess.run(
-        [sys.executable, "-m", "lae_vbr.codec.cli", "info", str(junk)],
+        [sys.executable, "-m", "lae_vbr.cli", "info", str(junk)],
         capture_output=True,
         text=True,
     )
@@ -468,19 +468,19 @@ def test_rate_mistakes_are_reported_without_loading_the_model(
 
 def test_peek_reads_the_rate_kind_without_torch_load(files, tmp_path) -> None:
     from helpers import tiny_vbr
-    from lae_vbr.codec.peek import peek_rate
+    from lae_vbr.codec.peek import peek_rate_axis
 
-    assert peek_rate(files["vbr"], "x").variable_rate
-    assert peek_rate(files["vbr"], "x").lmbdas == PAPER_MSE_LMBDAS
-    assert not peek_rate(files["fixed"], "x").variable_rate
+    assert peek_rate_axis(files["vbr"], "x").variable
+    assert peek_rate_axis(files["vbr"], "x").lmbdas == PAPER_MSE_LMBDAS
+    assert not peek_rate_axis(files["fixed"], "x").variable
     reference = tmp_path / "reference.pth.tar"
     torch.save({"state_dict": tiny_vbr().state_dict()}, reference)
-    summary = peek_rate(reference, "reference")
-    assert summary.variable_rate and summary.name == "tcm-vbr:reference"
+    axis = peek_rate_axis(reference, "reference")
+    assert axis.variable and axis.model == "'tcm-vbr:reference'" and axis.max_index == 5
     legacy = tmp_path / "legacy.pt"
     torch.save(tiny_vbr().state_dict(), legacy, _use_new_zipfile_serialization=False)
-    assert peek_rate(legacy, "legacy") is None  # undecided: the model's own check decides
-    assert peek_rate(files["image"], "image") is None
+    assert peek_rate_axis(legacy, "legacy") is None  # undecided: the model's own check decides
+    assert peek_rate_axis(files["image"], "image") is None
 
 
 def test_threads_and_device_options(files, tmp_path, monkeypatch, capsys) -> None:
@@ -498,12 +498,12 @@ def test_threads_and_device_options(files, tmp_path, monkeypatch, capsys) -> Non
 def test_progress_of_long_encodes(codec: ImageCodec, files) -> None:
     """Rate control and refinement report each encode and step; the line is rewritten with a
     carriage return, never with escape codes, and only on a terminal."""
-    from lae_vbr.codec.cli import _Progress
+    from lae_vbr.cli.terminal import Progress
     from lae_vbr.codec.rate_control import RateControlWarning, encode_to_bpp
     from lae_vbr.codec.refine import RefineSchedule
 
     terminal = _Pipe(tty=True)
-    with _Progress(terminal) as progress, warnings.catch_warnings():
+    with Progress(terminal) as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", RateControlWarning)  # the random model's range: no matter
         encode_to_bpp(
             codec,
@@ -518,7 +518,7 @@ def test_progress_of_long_encodes(codec: ImageCodec, files) -> None:
     assert "rate control: encode 2 of at most 2, refining the latents: step 2/2" in shown
     assert "\x1b" not in shown and shown.endswith("\r")
     quiet = _Pipe(tty=False)
-    with _Progress(quiet) as progress:
+    with Progress(quiet) as progress:
         progress.step(1, 2)
     assert _text(quiet) == ""
 

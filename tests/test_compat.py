@@ -93,6 +93,7 @@ def test_from_state_dict_rebuilds_the_architecture(cls: type) -> None:
     """CompressAI's ``Model.from_state_dict``, for reference-layout state dicts."""
     model = cls(N=64, M=192, num_slices=4, max_support_slices=2)
     rebuilt = cls.from_state_dict(model.state_dict())
+    assert type(rebuilt) is cls and (rebuilt.N, rebuilt.M) == (model.N, model.M)  # CompressAI's
     assert rebuilt.variable_rate == model.variable_rate
     assert set(rebuilt.state_dict()) == set(model.state_dict())
     assert rebuilt.latent_codec.max_support_slices == 2

@@ -264,7 +264,7 @@ def test_read_bitstream_checks_the_path(tmp_path) -> None:
 
 def test_container_and_cli_import_without_torch() -> None:
     code = (
-        "import sys, lae_vbr.codec, lae_vbr.codec.cli; "
+        "import sys, lae_vbr.codec, lae_vbr.cli, lae_vbr.cli.commands, lae_vbr.cli.folder; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

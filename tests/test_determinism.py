@@ -25,7 +25,7 @@ from PIL import Image
 
 from damage import KINDS, damaged_files
 from helpers import randomize_lae, tiny_cfg, write_noisy_ramp
-from lae_vbr.codec.cli import main
+from lae_vbr.cli import main
 from lae_vbr.codec.container import Bitstream
 from lae_vbr.codec.errors import DecodeError
 from lae_vbr.codec.image_codec import ImageCodec

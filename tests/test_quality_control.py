@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lae_vbr.cli import main
 from lae_vbr.codec import quality_control
-from lae_vbr.codec.cli import main
 from lae_vbr.codec.container import read_bitstream
 from lae_vbr.codec.errors import RateError
 from lae_vbr.codec.image_codec import ImageCodec
@@ -174,9 +174,11 @@ def test_cli_folder_within_a_total_size(files, folder, codec, tmp_path, capsys) 
 
 def test_cli_folder_usage_errors_before_the_model_loads(files, folder, tmp_path, capsys,
                                                          monkeypatch) -> None:  # fmt: skip
-    import lae_vbr.codec.cli as cli
+    import lae_vbr.cli.folder as folder_command
 
-    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(
+        folder_command, "load_codec_for", lambda *a: pytest.fail("the model was loaded")
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     clash = tmp_path / "clash"

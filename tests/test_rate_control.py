@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import tiny_cfg, write_noisy_ramp
-from lae_vbr.codec.cli import main
+from lae_vbr.cli import main
 from lae_vbr.codec.container import read_bitstream
 from lae_vbr.codec.errors import RateError
 from lae_vbr.codec.image_codec import ImageCodec
@@ -323,9 +323,9 @@ def test_cli_unreachable_targets_warn_on_one_line(files, tmp_path, capsys, optio
 def test_cli_bad_targets_are_usage_errors_before_the_model_loads(
     files, tmp_path, capsys, monkeypatch, extra, message
 ) -> None:
-    import lae_vbr.codec.cli as cli
+    from lae_vbr.cli import commands
 
-    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(commands, "load_codec_for", lambda *a: pytest.fail("the model was loaded"))
     assert _compress(files, tmp_path / "c.lae", *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("lae-vbr: error: ") and err.count("\n") == 1, err

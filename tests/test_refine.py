@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import randomize_lae, tiny_cfg, tiny_tcm, write_noisy_ramp
-from lae_vbr.codec.cli import main
+from lae_vbr.cli import main
 from lae_vbr.codec.container import read_bitstream
 from lae_vbr.codec.errors import RateError
 from lae_vbr.codec.image_codec import ImageCodec

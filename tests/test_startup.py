@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 #: Imported by a full ``import compressai`` but never needed to code an image.
 HEAVY = (
@@ -35,20 +36,46 @@ def _run(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_codec_imports_without_the_heavy_packages() -> None:
+def test_a_compress_command_imports_without_the_heavy_packages(tmp_path) -> None:
+    image = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (90, 120, 200)).save(image)
     out = _run(
         "import json, sys\n"
-        "import lae_vbr.codec.cli, lae_vbr.codec.image_codec, lae_vbr.codec.images\n"
-        "from lae_vbr.models import _lean_compressai\n"
-        f"print(json.dumps([_lean_compressai.LEAN, [m for m in {HEAVY!r} if m in sys.modules]]))"
+        "from lae_vbr.cli import main\n"
+        "from lae_vbr.lean_imports import compressai_is_lean\n"
+        f"code = main(['compress', {str(image)!r}, {str(tmp_path / 'one.lae')!r}, "
+        "'--quality', '2'])\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(json.dumps([code, compressai_is_lean(), heavy]))"
     )
-    assert out == [True, []]
+    assert out == [0, True, []]
+
+
+#: CompressAI's registries, as a process sees them (names only).
+_REGISTRIES = (
+    "from compressai.registry import CRITERIONS, DATASETS, MODELS, OPTIMIZERS, TRANSFORMS\n"
+    "print(json.dumps([sorted(r) for r in (CRITERIONS, DATASETS, MODELS, OPTIMIZERS, "
+    "TRANSFORMS)]))"
+)
+
+
+def test_importing_the_library_leaves_compressai_as_it_is() -> None:
+    """``import lae_vbr.models`` first: every CompressAI registry as complete as without it,
+    plus the project's own models."""
+    ours = _run(f"import json\nimport lae_vbr.models, lae_vbr.codec.image_codec\n{_REGISTRIES}")
+    plain = _run(f"import json\nimport compressai\n{_REGISTRIES}")
+    criterions, datasets, models, optimizers, transforms = ours
+    assert [criterions, datasets, optimizers, transforms] == [plain[0], plain[1], *plain[3:]]
+    assert criterions and datasets and "ssf2020" in models
+    assert sorted(set(models) - set(plain[2])) == ["tcm", "tcm-vbr"]
 
 
 def test_lean_compressai_still_offers_the_whole_package() -> None:
     """Deferred subpackages and names load on first use; the registry is complete."""
     out = _run(
         "import json\n"
+        "from lae_vbr.lean_imports import import_compressai_lean\n"
+        "assert import_compressai_lean()\n"
         "import lae_vbr.models\n"
         "import compressai, compressai.zoo\n"
         "from compressai.registry import MODELS, TRANSFORMS\n"
@@ -85,9 +112,10 @@ def test_compressai_imported_first_or_unexpected_is_imported_normally(first: str
         "import importlib.util, json, sys\n"
         f"{first}\n"
         "importlib.util.find_spec = lambda *args: None\n"  # (the import system does not use it)
+        "from lae_vbr.lean_imports import import_compressai_lean\n"
+        "lean = import_compressai_lean()\n"
         "import lae_vbr.models\n"
-        "from lae_vbr.models import _lean_compressai\n"
-        "print(json.dumps([_lean_compressai.LEAN, 'compressai.datasets' in sys.modules]))"
+        "print(json.dumps([lean, 'compressai.datasets' in sys.modules]))"
     )
     assert out == [False, True]
 
@@ -97,15 +125,16 @@ def test_a_command_runs_without_the_cyclic_collector(monkeypatch, tmp_path) -> N
     compress), restored afterwards, also when the command fails."""
     import gc
 
-    from lae_vbr.codec import cli
+    from lae_vbr import cli
+    from lae_vbr.cli import commands, terminal
 
     seen = []
 
     def spy(args) -> int:
         seen.append(gc.isenabled())
-        raise cli.UsageError("stop here")
+        raise terminal.UsageError("stop here")
 
-    monkeypatch.setattr(cli, "_info", spy)
+    monkeypatch.setattr(commands, "info", spy)
     junk = tmp_path / "x.lae"
     junk.write_bytes(b"")
     assert gc.isenabled()

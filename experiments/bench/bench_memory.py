@@ -16,6 +16,14 @@ is stable.
 (``lae_vbr.heap.keep_freed_memory``, what ``lae-vbr`` does; the default) and with glibc's
 default of returning large blocks to the system (the code before it).
 
+``--control bpp size psnr refine`` adds one row per coding path above the model at each size,
+each in its own process like the plain phases: ``encode_to_bpp`` (0.3 bpp), ``encode_to_size``
+(the bytes of 0.3 bpp), ``encode_to_psnr`` (30 dB) and ``refine_encode`` (one step), through
+``ImageCodec`` as ``lae-vbr compress --bpp/--size/--psnr/--refine-steps`` runs them. Their
+peaks are compared with ``compress`` (``peak_vs_compress``). The untrained model's LAEs are the
+identity, so its rate does not move with λ: the searches end at a range end (with the warning
+the command prints), having run the analysis, the estimates or reconstructions and the encode.
+
 ``--untiled-sizes`` also measures the whole-map path (row bands and attention chunking off) at
 those sizes; each record carries SHA-256 digests of the strings and the decoded image, so the
 two paths can be compared. Each worker caps its address space (``--max-gb``) so that a size
@@ -39,6 +47,10 @@ from lae_vbr.heap import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "kodak" / "kodim01.png"
+#: The coding paths above the model (``--control``) and their targets.
+CONTROL_PHASES = ("bpp", "size", "psnr", "refine")
+CONTROL_BPP = 0.3
+CONTROL_PSNR = 30.0
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -78,6 +90,45 @@ def _model(untiled: bool, layout: str):
     return model
 
 
+def _control(phase: str, model, x, lmbda_index: float) -> dict:
+    """One coding path above the model (``--control``), through ImageCodec; its record."""
+    import warnings
+
+    from lae_vbr.codec.image_codec import ImageCodec
+    from lae_vbr.codec.quality_control import encode_to_psnr
+    from lae_vbr.codec.rate_control import encode_to_bpp, encode_to_size
+    from lae_vbr.codec.refine import RefineSchedule, refine_encode
+    from lae_vbr.models.registry import PAPER_MSE_LMBDAS, LoadedCodec
+
+    codec = ImageCodec(LoadedCodec(model, list(PAPER_MSE_LMBDAS), "tcm-vbr-bench"))
+    bytes_at_target = round(CONTROL_BPP * x.shape[-2] * x.shape[-1] / 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the out-of-range warning of the identity LAEs
+        if phase == "bpp":
+            stream = encode_to_bpp(codec, x, CONTROL_BPP).stream
+        elif phase == "size":
+            stream = encode_to_size(codec, x, bytes_at_target).stream
+        elif phase == "psnr":
+            stream = encode_to_psnr(codec, x, CONTROL_PSNR).stream
+        else:
+            stream = refine_encode(codec, x, lmbda_index, RefineSchedule(steps=1))[0]
+    return {"bytes": stream.num_bytes, "lmbda_idx": stream.lmbda_idx}
+
+
+def _plain(args: argparse.Namespace, model, x, height: int, width: int) -> dict:
+    """``compress`` (writes the strings for the decompress process) or ``decompress``."""
+    import torch
+
+    if args.phase == "compress":
+        out = model.compress(x, args.lmbda_index)
+        digest = hashlib.sha256(b"".join(s[0] for s in out["strings"])).hexdigest()
+        torch.save(out["strings"], args.strings)
+        return {"bytes": sum(len(s[0]) for s in out["strings"]), "strings_sha256": digest}
+    strings = torch.load(args.strings)
+    x_hat = model.decompress(strings, (height, width), args.lmbda_index)["x_hat"]
+    return {"x_hat_sha256": hashlib.sha256(x_hat.numpy().tobytes()).hexdigest()}
+
+
 def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
 
@@ -93,19 +144,14 @@ def worker(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     height, width = _parse_size(args.size)
     model = _model(args.untiled, args.layout)
-    x = _image(args.image, height, width) if args.phase == "compress" else None
+    x = _image(args.image, height, width) if args.phase != "decompress" else None
     baseline = _rss_gb()
     wall, cpu = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
-        if args.phase == "compress":
-            out = model.compress(x, args.lmbda_index)
-            digest = hashlib.sha256(b"".join(s[0] for s in out["strings"])).hexdigest()
-            torch.save(out["strings"], args.strings)
-            extra = {"bytes": sum(len(s[0]) for s in out["strings"]), "strings_sha256": digest}
-        else:
-            strings = torch.load(args.strings)
-            x_hat = model.decompress(strings, (height, width), args.lmbda_index)["x_hat"]
-            extra = {"x_hat_sha256": hashlib.sha256(x_hat.numpy().tobytes()).hexdigest()}
+    if args.phase in CONTROL_PHASES:
+        extra = _control(args.phase, model, x, args.lmbda_index)
+    else:
+        with torch.inference_mode():
+            extra = _plain(args, model, x, height, width)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     megapixels = height * width / 1e6
     record = {
@@ -144,6 +190,13 @@ def measure(args: argparse.Namespace, size: str, untiled: bool, heap: str) -> di
         record["compress"] = _run_phase(args, size, "compress", untiled, strings, heap)
         if "failed" not in record["compress"]:
             record["decompress"] = _run_phase(args, size, "decompress", untiled, strings, heap)
+        for phase in args.control:
+            row = _run_phase(args, size, phase, untiled, strings, heap)
+            if "peak_rss_gb" in row and "peak_rss_gb" in record["compress"]:
+                row["peak_vs_compress"] = round(
+                    row["peak_rss_gb"] / record["compress"]["peak_rss_gb"], 3
+                )
+            record[phase] = row
     print(json.dumps(record), flush=True)
     return record
 
@@ -159,11 +212,16 @@ def main() -> None:
     parser.add_argument(
         "--layout", choices=["nchw", "nhwc"], default="nchw", help="the transforms' layout"
     )
+    parser.add_argument(
+        "--control", nargs="*", choices=CONTROL_PHASES, default=[], help="coding paths to add"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--heap", choices=["keep", "system"], help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=["compress", "decompress"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=["compress", "decompress", *CONTROL_PHASES], help=argparse.SUPPRESS
+    )
     parser.add_argument("--strings", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--untiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 #: The console script's body (``lae-vbr`` as installed runs exactly this).
-CLI = "import sys; from lae_vbr.codec.cli import main; sys.exit(main())"
+CLI = "import sys; from lae_vbr.cli import main; sys.exit(main())"
 
 
 def _commands(tmp: Path) -> dict[str, list[str]]:

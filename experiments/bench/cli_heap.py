@@ -23,7 +23,7 @@ from pathlib import Path
 _COMMAND = """
 import sys
 import lae_vbr.heap
-from lae_vbr.codec import cli
+from lae_vbr import cli
 if sys.argv[1] == "system":
     lae_vbr.heap.keep_freed_memory_for = lambda pixels: False
 sys.exit(cli.main(sys.argv[2:]))

@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-import lae_vbr.codec.cli as cli_module  # noqa: E402
 from damage import KINDS, damaged_files  # noqa: E402
-from lae_vbr.codec.cli import main as cli  # noqa: E402
+from lae_vbr.cli import commands  # noqa: E402
+from lae_vbr.cli import main as cli  # noqa: E402
 from lae_vbr.codec.image_codec import ImageCodec  # noqa: E402
 from lae_vbr.codec.images import read_image  # noqa: E402
 
@@ -85,7 +85,7 @@ def _case(kind: str, path: Path, png: Path, clean: float) -> dict:
 def run(args: argparse.Namespace) -> dict:
     codec = ImageCodec.load(None)
     # lae-vbr decompress as it runs, with the model loaded once instead of per case
-    cli_module._load = lambda checkpoint: codec
+    commands.load_codec_for = lambda args, pixels: codec
     crop = (slice(None), slice(None), slice(0, args.crop), slice(0, args.crop))
     data = codec.encode(read_image(args.image)[crop], 2.5).to_bytes()
     other = codec.encode(read_image(args.other)[crop], 1.0).to_bytes()

@@ -20,7 +20,6 @@ import torch
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.images import read_image
 from lae_vbr.codec.probe import ImageProbe
-from lae_vbr.models.latent_codec import in_arithmetic
 from lae_vbr.paths import shared_dir
 
 
@@ -41,18 +40,17 @@ def steps(codec: ImageCodec, path: Path, idx: float = 2.3) -> dict[str, float]:
     probe = ImageProbe(codec, x)
 
     def estimate() -> None:
-        probe._estimates.clear()  # measure the estimate, not its cache
+        probe.forget_estimates()  # measure the estimate, not its cache
         probe.estimate_bits(idx)
 
-    coder = in_arithmetic(codec.model.latent_codec, codec.arithmetic)
-    probe._coder = coder
+    probe.coder = probe.analysis.coder(codec.arithmetic)
     stream = codec.encode(x, idx)
     costs = {
         "analysis g_a (once per image)": cpu_time(lambda: ImageProbe(codec, x)),
         "rate estimate (one λ index)": cpu_time(estimate),
         "real encode reusing g_a": cpu_time(lambda: probe.encode(idx)),
         "latent codec to float64 (once per call)": cpu_time(
-            lambda: in_arithmetic(codec.model.latent_codec, codec.arithmetic)
+            lambda: probe.analysis.coder(codec.arithmetic)
         ),
         "Σ log₂ m at one index (LAE)": cpu_time(lambda: probe.rates.log2_mask_sum([idx])),
         "reconstruction (one PSNR round)": cpu_time(lambda: probe.reconstruct(idx)),

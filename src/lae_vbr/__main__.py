@@ -2,7 +2,7 @@
 
 import sys
 
-from lae_vbr.codec.cli import main
+from lae_vbr.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ defines its own subclasses (``ConfigError``, ``CheckpointError``, ``DataError``,
 
 from __future__ import annotations
 
-__all__ = ["LaeVbrError"]
+__all__ = ["LaeVbrError", "RateError"]
 
 
 class LaeVbrError(ValueError):
@@ -16,3 +16,8 @@ class LaeVbrError(ValueError):
 
     A ``ValueError``, since every such request is a bad value (a path, an option, a file).
     """
+
+
+class RateError(LaeVbrError):
+    """A rate setting the model cannot use (out of range, missing, or given to a fixed-rate
+    model)."""

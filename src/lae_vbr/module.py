@@ -36,6 +36,7 @@ from .config import ConfigError
 from .errors import LaeVbrError
 from .losses import MIN_MSSSIM_SIDE, RateDistortionLoss, bits_per_pixel, psnr_from_mse
 from .models.composed import LearnedCodec
+from .models.registry import describe_config
 from .optim import build_optimizers
 from .visualize import log_images, rd_figure
 
@@ -210,7 +211,11 @@ class CompressionModule(LightningModule):
 
         With weight averaging (``lae_vbr.callbacks.EMA``) the callback has already stored the
         averaged weights with their own tables (and the live ones as ``current_model_state``).
+        The codec's description (``lae_vbr.description``) names the model for loaders.
         """
+        description = describe_config(self.hparams["cfg"])
+        if description is not None:
+            checkpoint["codec"] = description
         if "current_model_state" in checkpoint:
             return
         self.model.update(force=True)
@@ -251,7 +256,7 @@ def build_model(model_cfg: Mapping[str, Any]) -> LearnedCodec:
 def _check_lambda_set(model: LearnedCodec, loss: RateDistortionLoss) -> None:
     """The model takes exactly as many λ indices as the loss draws."""
     if model.num_lmbdas != loss.num_lmbdas:
-        kind = "variable" if model.variable_rate else "fixed"
+        kind = "variable" if model.num_lmbdas > 1 else "fixed"
         raise ConfigError(
             f"the {kind}-rate model takes {model.num_lmbdas} λ value(s) but lmbda.values has "
             f"{loss.num_lmbdas}; use lmbda=single for a fixed-rate model (model/rate=fixed) or "

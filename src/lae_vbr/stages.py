@@ -156,7 +156,7 @@ class LatentDistillationModule(CompressionModule):
 
     def _load_teacher(self, path: Path, lmbda: float) -> nn.Module:
         loaded = load_codec(path)
-        if loaded.variable_rate:
+        if loaded.rate_axis.variable:
             raise ConfigError(f"teacher {path} for λ={lmbda:g} is a variable-rate model")
         if loaded.config and not (
             len(loaded.lmbdas) == 1 and math.isclose(loaded.lmbdas[0], lmbda)

@@ -257,6 +257,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; returns the final validation metrics."""
     silence_lightning_tips()
     move_manual_optimisation_options(cfg)
+    resume_if_requested(cfg)
     validate_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -285,6 +286,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     _finish(loggers)
     return metrics
+
+
+def resume_if_requested(cfg: DictConfig) -> None:
+    """With ``auto_resume``, a run whose folder already holds ``checkpoints/last.ckpt`` continues
+    from it (``ckpt_path`` given explicitly wins); a finished run then ends at once."""
+    if not cfg.get("auto_resume") or cfg.get("ckpt_path"):
+        return
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        cfg.ckpt_path = str(last)
+        log.info("auto_resume: continuing from %s", last)
 
 
 def _finish(loggers: list[Logger]) -> None:

@@ -8,13 +8,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from lae_vbr.models.compressai_compat import ENTROPY_BUFFERS
+
 from .container import DIGEST_SIZE
 
 __all__ = ["weights_digest"]
 
 #: Entropy-coder tables rebuilt by ``update()``; left out of the digest, so it does not depend
 #: on whether a checkpoint was saved before or after them.
-_DERIVED_BUFFERS = frozenset({"_quantized_cdf", "_offset", "_cdf_length", "scale_table"})
+_DERIVED_BUFFERS = frozenset(ENTROPY_BUFFERS)
 
 
 def weights_digest(weights: nn.Module | Mapping[str, Tensor]) -> bytes:

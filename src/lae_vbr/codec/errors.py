@@ -6,8 +6,7 @@ lives with the rate rules in :mod:`lae_vbr.models.rate`; it is re-exported here.
 
 from __future__ import annotations
 
-from lae_vbr.errors import LaeVbrError
-from lae_vbr.models.rate import RateError
+from lae_vbr.errors import LaeVbrError, RateError
 
 __all__ = ["CodecError", "DecodeError", "ImageError", "ModelMismatchError", "RateError"]
 

@@ -22,13 +22,13 @@ from torch import Tensor
 
 from lae_vbr.models.composed import LearnedCodec
 from lae_vbr.models.rans import StreamError, SymbolsMismatchError, tables_crc
-from lae_vbr.models.rate import index_of_value
 from lae_vbr.models.registry import LoadedCodec, load_codec
 from lae_vbr.models.state_dict import CheckpointError
+from lae_vbr.rate_axis import RateAxis
 
-from .container import Bitstream, ModelId, to_float32
+from .container import Bitstream, ModelId
 from .digest import weights_digest
-from .errors import CodecError, DecodeError, ImageError, ModelMismatchError, RateError
+from .errors import CodecError, DecodeError, ImageError, ModelMismatchError
 from .images import MAX_PIXELS
 
 __all__ = ["ImageCodec", "default_checkpoint"]
@@ -63,6 +63,8 @@ class ImageCodec:
         self.tables_crc = tables_crc(self.model)
         #: how files are written: the model's preferred arithmetic (float64 where it can)
         self.arithmetic = self.model.arithmetics[-1]
+        #: the rate settings the model takes (every rate question is asked of it)
+        self.rate_axis = RateAxis(str(self.id), self.model.num_lmbdas, tuple(loaded.lmbdas))
 
     @classmethod
     def load(
@@ -81,50 +83,25 @@ class ImageCodec:
         return cls(loaded, **kwargs)
 
     @property
-    def variable_rate(self) -> bool:
-        return self.model.variable_rate
-
-    @property
     def lmbdas(self) -> list[float]:
         return self.loaded.lmbdas
 
     @property
     def max_index(self) -> int:
-        return self.model.num_lmbdas - 1
+        return self.rate_axis.max_index
 
     # -- rate -------------------------------------------------------------------------------
     def check_rate(self, lmbda_idx: float | None) -> float | None:
         """The λ index a file records (float32), or None for a fixed-rate model; RateError
         unless a variable-rate model gets exactly one index in range and a fixed-rate none."""
-        if not self.variable_rate:
-            if lmbda_idx is not None:
-                raise RateError(f"model {self.id} is fixed-rate: it takes no rate setting")
-            return None
-        if lmbda_idx is None:
-            raise RateError(
-                f"model {self.id} is variable-rate: λ index required (a quality in "
-                f"[0, {self.max_index}] or a lmbda in [{min(self.lmbdas):g}, "
-                f"{max(self.lmbdas):g}])"
-            )
-        value = to_float32(float(lmbda_idx))
-        self.model.lmbda_input(value, 1)  # the models' range rule
+        value = self.rate_axis.check_index(lmbda_idx)
+        if value is not None:
+            self.model.lmbda_input(value, 1)  # the models' range rule
         return value
 
     def rate_index(self, quality: float | None = None, lmbda: float | None = None) -> float | None:
         """The λ index for a quality (itself a λ index) or a λ value; None for fixed rate."""
-        given = [n for n, v in (("quality", quality), ("lmbda", lmbda)) if v is not None]
-        if len(given) > 1:
-            raise RateError("give one of quality or lmbda, not both")
-        if lmbda is not None and self.variable_rate:
-            return self.check_rate(index_of_value(self.lmbdas, float(lmbda)))
-        if given and not self.variable_rate:
-            raise RateError(f"model {self.id} is fixed-rate; it takes no {given[0]} setting")
-        return self.check_rate(quality)
-
-    def require_variable_rate(self, what: str) -> None:
-        """RateError unless the model has a rate to set (``what`` names the feature)."""
-        if not self.variable_rate:
-            raise RateError(f"{what} needs a variable-rate model; {self.id} is fixed-rate")
+        return self.rate_axis.index(quality, lmbda)
 
     # -- coding -----------------------------------------------------------------------------
     def encode(self, x: Tensor, lmbda_idx: float | None = None) -> Bitstream:
@@ -133,7 +110,7 @@ class ImageCodec:
         x = self.check_image(x)
         lmbda_idx = self.check_rate(lmbda_idx)
         with torch.inference_mode():
-            encoding = self.model.compress(x.to(self._device()), lmbda_idx, self.arithmetic)
+            encoding = self.model.compress(x.to(self.device), lmbda_idx, self.arithmetic)
         return self.pack(encoding, lmbda_idx)
 
     def check_image(self, x: Tensor) -> Tensor:
@@ -170,9 +147,9 @@ class ImageCodec:
                 f"the file was written by model {stream.model}, but the checkpoint holds "
                 f"model {self.id}; decompress with the checkpoint that compressed it"
             )
-        if stream.variable_rate != self.variable_rate:
+        if stream.variable_rate != self.rate_axis.variable:
             has = "has a λ index" if stream.variable_rate else "has no λ index"
-            kind = "variable" if self.variable_rate else "fixed"
+            kind = "variable" if self.rate_axis.variable else "fixed"
             raise DecodeError(f"the file {has}, but model {self.id} is {kind}-rate")
         if stream.lmbda_idx is not None and not 0 <= stream.lmbda_idx <= self.max_index:
             raise DecodeError(
@@ -218,5 +195,7 @@ class ImageCodec:
                 f"image size {width}×{height} is outside the limit of {self.max_pixels} pixels"
             )
 
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Where the networks run (entropy coding stays on the CPU)."""
         return next(self.model.parameters()).device

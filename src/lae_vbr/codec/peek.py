@@ -1,4 +1,6 @@
-"""What a checkpoint says about its model's rate, read without importing torch.
+"""What a checkpoint says about its model's rate (a :class:`~lae_vbr.rate_axis.RateAxis`),
+read without importing torch: from its codec description (:mod:`lae_vbr.description`), or
+the description its config translates to (older files).
 
 ``lae-vbr compress`` needs a rate option for a variable-rate model and none for a fixed-rate
 one. Loading the model to find out costs seconds (importing torch, building the network, the
@@ -17,24 +19,21 @@ from __future__ import annotations
 import pickle
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from os import PathLike
 from typing import Any
 
-__all__ = ["RateSummary", "peek_rate"]
+from lae_vbr.description import CodecDescription, DescriptionError
+from lae_vbr.rate_axis import RateAxis
+
+__all__ = ["peek_rate_axis"]
+
+#: The λ set a reference TCM-VBR state dict is taken to have (the paper's six MSE λs).
+REFERENCE_LMBDA_COUNT = 6
 
 #: Largest pickle (bytes) read from an archive: configs and key lists are far smaller.
 MAX_PICKLE_BYTES = 64 << 20
 _SAFE = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
-
-
-@dataclass(frozen=True)
-class RateSummary:
-    """The model's name, whether it is variable-rate, and its λ set (when recorded)."""
-
-    name: str
-    variable_rate: bool
-    lmbdas: tuple[float, ...] = ()
 
 
 class _Inert(dict):
@@ -68,8 +67,9 @@ def _load_pickle(path: str | PathLike) -> Any:
             return _PeekUnpickler(file).load()
 
 
-def peek_rate(path: str | PathLike, default_name: str) -> RateSummary | None:
-    """The rate kind recorded in a checkpoint file; None when it cannot be told cheaply."""
+def peek_rate_axis(path: str | PathLike, default_name: str) -> RateAxis | None:
+    """The rate settings recorded in a checkpoint file; None when they cannot be told
+    cheaply (the loaded model is asked then)."""
     try:
         obj = _load_pickle(path)
     except Exception:  # not a zip checkpoint, or one this reader does not understand
@@ -78,31 +78,18 @@ def peek_rate(path: str | PathLike, default_name: str) -> RateSummary | None:
         return None
     hparams = obj.get("hyper_parameters")
     cfg = hparams.get("cfg") if isinstance(hparams, Mapping) else None
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping):
-        return _from_config(cfg, default_name)
+    try:
+        if isinstance(obj.get("codec"), Mapping):
+            description = CodecDescription.from_dict(obj["codec"])
+            return replace(description, name=description.name or default_name).rate_axis
+        if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping):
+            return CodecDescription.from_config(cfg, default_name).rate_axis
+    except DescriptionError:
+        return None  # the loaded model will say
     state = obj.get("state_dict", obj)
     if isinstance(state, Mapping) and any(isinstance(k, str) for k in state):
         keys = [str(k).removeprefix("module.") for k in state]
         variable = any(k.startswith("modnet_ga.") for k in keys)  # as load_codec infers it
-        return RateSummary(f"{'tcm-vbr' if variable else 'tcm'}:{default_name}", variable)
+        name = f"'{'tcm-vbr' if variable else 'tcm'}:{default_name}'"
+        return RateAxis(name, REFERENCE_LMBDA_COUNT if variable else 1)
     return None
-
-
-def _from_config(cfg: Mapping[str, Any], default_name: str) -> RateSummary | None:
-    """As ``build_codec`` decides: a ``rate`` method makes the backbone variable-rate; older
-    configs say so in ``lae.enabled``."""
-    model = cfg["model"]
-    if "rate" in model:
-        variable = bool(model["rate"])
-    elif isinstance(model.get("lae"), Mapping):
-        variable = bool(model["lae"].get("enabled", True))
-    else:
-        return None
-    lmbda = cfg.get("lmbda")
-    values = lmbda.get("values") if isinstance(lmbda, Mapping) else None
-    try:
-        lmbdas = tuple(float(v) for v in values) if isinstance(values, list) else ()
-    except (TypeError, ValueError):
-        lmbdas = ()
-    name = str(cfg.get("run_name") or cfg.get("task_name") or default_name)
-    return RateSummary(name, variable, lmbdas)

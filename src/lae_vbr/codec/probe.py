@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lae_vbr.models.latent_codec import in_arithmetic
-from lae_vbr.models.padding import crop_image
 from lae_vbr.models.rans import stream_bytes
 
 from .container import Bitstream
+from .errors import RateError
 from .image_codec import ImageCodec
 from .rate_model import RateModel, SetRateModel
 
@@ -52,46 +51,48 @@ def psnr_8bit(x: Tensor, x_hat: Tensor) -> float:
 
 
 class ImageProbe:
-    """One image, analysed once, priced and reconstructed at any λ index.
+    """One image, analysed once by the model, priced and reconstructed at any λ index.
 
     Args:
         codec: a variable-rate codec with an encoder-side LAE (RateError otherwise).
         x: the image, (1, 3, H, W) or (3, H, W) in [0, 1].
         coder: the latent codec in the coding arithmetic, when a caller coding several images
-            has one (the conversion copies the latent codec: a tenth of an encode).
+            has one (:meth:`~lae_vbr.models.analysis.LatentAnalysis.coder`).
     """
 
     def __init__(self, codec: ImageCodec, x: Tensor, coder: nn.Module | None = None) -> None:
-        codec.require_variable_rate("rate control")
+        codec.rate_axis.require_variable("rate control")
+        if not codec.model.has_rate_model:
+            raise codec.model.no_rate_model_error()
         self.codec = codec
-        self.model = codec.model
-        self.x = codec.check_image(x).to(codec._device())
-        self.rates = RateModel(self.model, self.x)  # runs g_a once
+        self.x = codec.check_image(x).to(codec.device)
+        self.analysis = codec.model.analyse(self.x)  # g_a once
+        self.rates = RateModel(codec.model, self.x, analysis=self.analysis)
         self.num_pixels = self.rates.num_pixels
-        self._coder = coder  # the latent codec in the coding arithmetic, made on first use
+        self.coder = coder  # the latent codec in the coding arithmetic, made on first use
         self._estimates: dict[float, float] = {}
         self.estimates = self.reconstructions = self.encodes = 0
 
-    @torch.inference_mode()
-    def latent(self, lmbda_idx: float) -> tuple[float, Tensor, Tensor]:
-        """(the λ index as the file stores it, the λ input, y after the encoder LAE)."""
-        idx = self.codec.check_rate(lmbda_idx)
-        lmbda = self.model.lmbda_input(idx, 1)
-        return idx, lmbda, self.model.modnet_ga(self.rates.y, lmbda, self.rates.context)[0]
+    @property
+    def num_latent_elements(self) -> int:
+        """Elements of the image's latent (Σ log₂ m sums over them)."""
+        return self.analysis.num_latent_elements
 
-    @torch.inference_mode()
     def estimate_bits(self, lmbda_idx: float) -> float:
         """The file's bits at this index, predicted without coding: what the coder's tables
-        charge for each symbol of y and z (:meth:`LatentCodec.coded_bits`), rounded to the
-        streams' words, plus the header; cached, since searches revisit indices."""
+        charge for each symbol of y and z, rounded to the streams' words, plus the header;
+        cached, since searches revisit indices."""
         idx = self.codec.check_rate(lmbda_idx)
         if idx not in self._estimates:
-            y = self.latent(idx)[2]
-            bits = self.model.latent_codec.coded_bits(y)
+            bits = self.analysis.coded_bits(idx)
             lengths = [stream_bytes(float(bits[k][0])) for k in ("y", "z")]
             self._estimates[idx] = 8.0 * (sum(lengths) + self._header_bytes(idx, *lengths))
             self.estimates += 1
         return self._estimates[idx]
+
+    def forget_estimates(self) -> None:
+        """Drop the cached estimates (to time an estimate rather than its cache)."""
+        self._estimates.clear()
 
     def _header_bytes(self, idx: float, y_bytes: int, z_bytes: int) -> int:
         """Header and CRC of a file with streams of these lengths (the varints grow with them)."""
@@ -99,28 +100,24 @@ class ImageProbe:
         encoding = {"strings": strings, "shape": self.x.shape[-2:], "symbols_crc": [0]}
         return self.codec.pack({**encoding, "arithmetic": self.codec.arithmetic}, idx).overhead
 
-    @torch.inference_mode()
     def reconstruct(self, lmbda_idx: float) -> Tensor:
         """The decoded image at this index, (1, 3, H, W) in [0, 1], without coding."""
-        _, lmbda, y = self.latent(lmbda_idx)
-        y_hat = self.model.latent_codec(y)["y_hat"]
-        x_hat = self.model.synthesis(y_hat, lmbda).clamp_(0, 1)
+        x_hat = self.analysis.reconstruct(self.codec.check_rate(lmbda_idx))
         self.reconstructions += 1
-        return crop_image(x_hat, *self.x.shape[-2:])
+        return x_hat
 
     def psnr(self, lmbda_idx: float) -> float:
         """PSNR (dB, 8-bit) of :meth:`reconstruct` against the image."""
         return psnr_8bit(self.x, self.reconstruct(lmbda_idx))
 
-    @torch.inference_mode()
     def encode(self, lmbda_idx: float) -> Bitstream:
         """The real file at this index (what ``codec.encode(x, lmbda_idx)`` writes)."""
-        idx, _, y = self.latent(lmbda_idx)
-        if self._coder is None:
-            self._coder = in_arithmetic(self.model.latent_codec, self.codec.arithmetic)
-        coded = self.model.code_latent(y, None, self.codec.arithmetic, self._coder)
+        idx = self.codec.check_rate(lmbda_idx)
+        if self.coder is None:
+            self.coder = self.analysis.coder(self.codec.arithmetic)
+        coded = self.analysis.compress(idx, self.codec.arithmetic, coder=self.coder)
         self.encodes += 1
-        return self.codec.pack({**coded, "shape": tuple(self.x.shape[-2:])}, idx)
+        return self.codec.pack(coded, idx)
 
 
 @dataclass(frozen=True)
@@ -150,8 +147,11 @@ class ProbeSet:
     """Several images priced and coded together at one λ index (equal slope for all)."""
 
     def __init__(self, codec: ImageCodec, images: Sequence[Tensor]) -> None:
-        coder = in_arithmetic(codec.model.latent_codec, codec.arithmetic)
-        self.probes = [ImageProbe(codec, x, coder) for x in images]
+        if not images:
+            raise RateError("a set of images to code needs at least one image")
+        first = ImageProbe(codec, images[0])
+        first.coder = first.analysis.coder(codec.arithmetic)  # one copy serves every image
+        self.probes = [first, *(ImageProbe(codec, x, first.coder) for x in images[1:])]
         self.rates = SetRateModel([p.rates for p in self.probes])
         self.num_pixels = self.rates.num_pixels
 

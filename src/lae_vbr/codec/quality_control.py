@@ -205,7 +205,7 @@ def encode_to_psnr(
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     began = time.perf_counter()
     state = _Rounds(ImageProbe(codec, x), target)
-    prior = (slope or THEORY_DB_PER_BIT) / state.probe.rates.y.numel()  # dB per bit of S
+    prior = (slope or THEORY_DB_PER_BIT) / state.probe.num_latent_elements  # dB per bit of S
     idx = to_float32(codec.max_index / 2 if start is None else codec.rate_index(quality=start))
     for _ in range(rounds):
         state.measure(idx)

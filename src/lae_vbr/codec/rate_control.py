@@ -424,7 +424,9 @@ def _image_encoder(
         return probe.encode
     from .refine import refine_encode  # the optimiser code only when asked for
 
-    return lambda idx: refine_encode(codec, probe.x, idx, refine, on_step=on_step)[0]
+    return lambda idx: refine_encode(
+        codec, probe.x, idx, refine, on_step=on_step, analysis=probe.analysis
+    )[0]
 
 
 def encode_to_bpp(

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from lae_vbr.models.composed import ComposedCodec
-from lae_vbr.models.padding import pad_image
+from lae_vbr.models.analysis import LatentAnalysis
+from lae_vbr.models.composed import LearnedCodec
 from lae_vbr.models.rate import RateError
 
 from .container import to_float32
@@ -72,13 +71,13 @@ class MaskSumCurve:
         Σ log₂ m grows with the index for a trained LAE. A goal beyond the reachable values
         returns the index of the nearest one and ``"low"`` or ``"high"``; otherwise None.
         """
-        if not math.isfinite(goal_bits):
+        if math.isnan(goal_bits):
             raise RateError(f"cannot solve for a rate of {goal_bits} bits")
         knots, sums = self.grid()
         if goal_bits <= sums.min():
             return float(knots[sums.argmin()]), "low"
-        if goal_bits >= sums.max():
-            return float(knots[sums.argmax()]), "high"
+        if goal_bits >= sums.max():  # the highest index of the largest sum (a flat curve: the end)
+            return float(knots[len(sums) - 1 - sums[::-1].argmax()]), "high"
         # the first knot interval whose ends straddle the goal
         k = int(np.flatnonzero((sums[:-1] - goal_bits) * (sums[1:] - goal_bits) <= 0)[0])
         a, b = float(knots[k]), float(knots[k + 1])
@@ -102,36 +101,32 @@ class RateModel(MaskSumCurve):
     """Σ log₂ m over the latent of one image, for any λ index, from one analysis pass.
 
     Args:
-        model: a variable-rate codec with an encoder-side LAE.
+        model: a variable-rate codec with an encoder-side LAE (``model.has_rate_model``).
         x: one image, (1, 3, H, W) or (3, H, W) in [0, 1]; padded as the codec pads it.
         chunk: λ indices evaluated per LAE call (they share the latent, batched).
+        analysis: the model's analysis of ``x`` when the caller has it already.
     """
 
-    def __init__(self, model: ComposedCodec, x: Tensor, chunk: int = 16) -> None:
-        if not isinstance(model, ComposedCodec) or model.modnet_ga is None:
-            raise RateError(
-                "the R-λ model needs a variable-rate model with an encoder-side LAE; "
-                f"got {type(model).__name__}"
-            )
-        x = x.unsqueeze(0) if x.dim() == 3 else x
-        self.model = model
-        self.num_pixels = int(x.shape[-2] * x.shape[-1])
+    def __init__(
+        self,
+        model: LearnedCodec,
+        x: Tensor,
+        chunk: int = 16,
+        analysis: LatentAnalysis | None = None,
+    ) -> None:
+        if not model.has_rate_model:
+            raise model.no_rate_model_error()
+        if analysis is None:
+            x = x.unsqueeze(0) if x.dim() == 3 else x
+            analysis = model.analyse(x.to(next(model.parameters()).device))
+        self.analysis = analysis
+        self.num_pixels = analysis.num_pixels
         self.max_index = float(model.num_lmbdas - 1)
         self.chunk = chunk
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            self.y = model.g_a(pad_image(x.to(device), model.pad_multiple))  # before the LAE
-            # the LAE's λ-independent part, once: each λ index then costs a few elementwise ops
-            self.context = model.modnet_ga.mask.context(self.y)
 
     def log2_mask_sum(self, lmbda_idx: float | Sequence[float] | Tensor) -> np.ndarray:
         """Σ log₂ m (bits) at each λ index (rounded to the float32 a file stores)."""
-        idx = torch.as_tensor(lmbda_idx, dtype=torch.float32).reshape(-1)
-        sums = []
-        for part in idx.split(self.chunk):
-            y = self.y.expand(len(part), -1, -1, -1)
-            sums.append(self.model.log2_mask_sum(y, part.to(y.device), self.context).double().cpu())
-        return torch.cat(sums).numpy()
+        return self.analysis.log2_mask_sum(lmbda_idx, self.chunk).numpy()
 
 
 class SetRateModel(MaskSumCurve):

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from lae_vbr.losses import RateDistortionLoss
-from lae_vbr.models.composed import ComposedCodec
-from lae_vbr.models.padding import crop_image, pad_image
+from lae_vbr.models.analysis import LatentAnalysis
+from lae_vbr.models.composed import LearnedCodec
 from lae_vbr.models.rate import value_of_index
 
 from .container import Bitstream
@@ -156,9 +156,9 @@ class RefineResult:
     seconds: float = 0.0
 
 
-def refinable(model: object) -> ComposedCodec:
-    """``model`` if latent refinement can run on it; RateError saying why not otherwise."""
-    if not isinstance(model, ComposedCodec):
+def refinable(model: LearnedCodec) -> LearnedCodec:
+    """``model`` if latent refinement can run on it (asked of the model); RateError otherwise."""
+    if not model.can_refine:
         raise RateError(
             f"latent refinement needs a model built as g_a → latent codec → g_s; "
             f"{type(model).__name__} codes inside its own model (e.g. the gain-based peer)"
@@ -167,24 +167,26 @@ def refinable(model: object) -> ComposedCodec:
 
 
 def refine_latents(
-    model: ComposedCodec,
+    model: LearnedCodec,
     x: Tensor,
     lmbda: float,
     lmbda_idx: float | None = None,
     schedule: RefineSchedule | None = None,
     on_step: OnStep | None = None,
+    analysis: LatentAnalysis | None = None,
 ) -> RefineResult:
     """Optimise (y, z) of one image ``x`` (1, 3, H, W) for ``bpp + 255²·lmbda·MSE``.
 
     y is the latent after the encoder-side LAE at ``lmbda_idx`` (None: a fixed-rate model);
     the loss runs through the frozen latent codec (straight-through rounding), decoder-side
     LAE and ``g_s``. Weights are not touched. ``on_step`` reports progress (a long image
-    takes seconds per step on a CPU).
+    takes seconds per step on a CPU); ``analysis``: the model's analysis of ``x``, when the
+    caller has it (rate control refines at several indices of one analysis).
     """
     schedule = schedule or RefineSchedule()
     start = time.perf_counter()
     bfloat16 = schedule.bfloat16_on(x.device)
-    y, z, loss_at = refinement_loss(model, x, lmbda, lmbda_idx, bfloat16)
+    y, z, loss_at = refinement_loss(model, x, lmbda, lmbda_idx, bfloat16, analysis)
     with _frozen(model):
         lr = schedule.step_size(x.shape[-2] * x.shape[-1])
         result = _descend(loss_at, y, z, schedule, lr, on_step)
@@ -193,29 +195,23 @@ def refine_latents(
 
 
 def refinement_loss(
-    model: ComposedCodec,
+    model: LearnedCodec,
     x: Tensor,
     lmbda: float,
     lmbda_idx: float | None = None,
     bfloat16: bool = False,
+    analysis: LatentAnalysis | None = None,
 ) -> tuple[Tensor, Tensor, Callable[[Tensor, Tensor], Tensor]]:
     """The unrefined latents (y, z) of ``x`` and the loss that refinement minimises, as a
     function of them: ``bpp + 255²·lmbda·MSE`` through the latent codec (straight-through
     rounding) and the decoder path, the latter under bfloat16 autocast if ``bfloat16``."""
-    model = refinable(model)
-    lmbdas = model.lmbda_input(lmbda_idx, 1)
-    height, width = x.shape[-2:]
+    analysis = analysis if analysis is not None else refinable(model).analyse(x)
     loss_fn = RateDistortionLoss([lmbda]).to(x.device)
-    with torch.no_grad():
-        y, _ = model.analysis(pad_image(x, model.pad_multiple), lmbdas)
-        z = model.latent_codec.hyper_analysis(y)
+    y, z = analysis.refinement_start(lmbda_idx)
 
     def loss_at(y: Tensor, z: Tensor) -> Tensor:
-        coded = model.latent_codec(y, z, straight_through=True)
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=bfloat16):
-            x_hat = model.synthesis(coded["y_hat"], lmbdas)
-        x_hat = crop_image(x_hat.to(x.dtype), height, width).clamp(0, 1)
-        return loss_fn({"x_hat": x_hat, "likelihoods": coded["likelihoods"]}, x)["loss"]
+        decoded = analysis.decode_relaxed(y, z, lmbda_idx, bfloat16)
+        return loss_fn({**decoded, "x_hat": decoded["x_hat"].to(x.dtype)}, x)["loss"]
 
     return y, z, loss_at
 
@@ -328,24 +324,26 @@ def refine_encode(
     schedule: RefineSchedule | None = None,
     lmbda: float | None = None,
     on_step: OnStep | None = None,
+    analysis: LatentAnalysis | None = None,
 ) -> tuple[Bitstream, RefineResult]:
     """Code one image with refined latents; the file decodes with the normal decoder.
 
     ``lmbda_idx`` as for :meth:`ImageCodec.encode`; the loss uses the λ of that index
     (log-linear between trained values). A fixed-rate model uses its trained λ, or ``lmbda``
-    when given (required for reference state dicts, which do not record it).
+    when given (required for reference state dicts, which do not record it). ``analysis``:
+    the model's analysis of ``x`` when the caller has one (rate control).
     """
     x = codec.check_image(x)
     lmbda_idx = codec.check_rate(lmbda_idx)
     model = refinable(codec.model)
     if lmbda is None:
-        if not codec.loaded.config and not codec.variable_rate:
+        if not codec.rate_axis.recorded:
             raise RateError(
                 f"model {codec.id} does not record the λ it was trained for; give lmbda"
             )
         lmbda = value_of_index(codec.lmbdas, 0.0 if lmbda_idx is None else lmbda_idx)
-    x = x.to(next(model.parameters()).device)
-    result = refine_latents(model, x, lmbda, lmbda_idx, schedule, on_step)
-    with torch.inference_mode():
-        encoding = model.code_latent(result.y, result.z, codec.arithmetic)
-    return codec.pack({**encoding, "shape": tuple(x.shape[-2:])}, lmbda_idx), result
+    x = x.to(codec.device)
+    analysis = analysis if analysis is not None else model.analyse(x)
+    result = refine_latents(model, x, lmbda, lmbda_idx, schedule, on_step, analysis)
+    encoding = analysis.compress(lmbda_idx, codec.arithmetic, latents=(result.y, result.z))
+    return codec.pack(encoding, lmbda_idx), result

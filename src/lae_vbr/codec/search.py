@@ -55,7 +55,9 @@ def next_position(points: Sequence[Point], goal: float, prior: float) -> float:
     side of the goal (regula falsi), else along the line through the point nearest to it with
     the slope of the two nearest (``prior`` when unusable). Estimates jitter by a few
     hundredths of a percent between close indices, so a bracket is safer than the newest
-    secant."""
+    secant. A value that does not rise along the axis near the goal (a flat or falling curve,
+    e.g. an LAE still at the identity) gives no step: the next position is then the end of
+    the axis towards the goal (±inf, which the axes clamp to their range)."""
     below = [p for p in points if p[2] < goal]
     above = [p for p in points if p[2] >= goal]
     if below and above:
@@ -66,7 +68,15 @@ def next_position(points: Sequence[Point], goal: float, prior: float) -> float:
     if len(near) == 2 and abs(near[1][1] - near[0][1]) > 1e-9:
         slope = (near[1][2] - near[0][2]) / (near[1][1] - near[0][1])
         gain = slope if math.isfinite(slope) and slope > 0 else prior
+    if not (math.isfinite(gain) and gain > 0):
+        return math.copysign(math.inf, goal - near[0][2])
     return near[0][1] + (goal - near[0][2]) / gain
+
+
+def _closest(points: Sequence[Point], goal: float) -> Point:
+    """The point whose value is closest to ``goal``; among equals (a flat curve), the one
+    furthest towards the goal (the lowest index when the values lie above it)."""
+    return min(points, key=lambda p: (abs(p[2] - goal), p[0] if p[2] > goal else -p[0]))
 
 
 def search_estimates(
@@ -91,7 +101,7 @@ def search_estimates(
         points.append((start, axis.position(start), value_at(start)))
     made = 0
     while True:
-        best = min(points, key=lambda p: abs(p[2] - goal))
+        best = _closest(points, goal)
         if abs(best[2] / goal - 1) <= rtol:
             break
         idx, clamped = axis.solve(next_position(points, goal, prior))
@@ -103,7 +113,7 @@ def search_estimates(
             break
         points.append((idx, axis.position(idx), value_at(idx)))
         made += 1
-    idx, _, value = min(points, key=lambda p: abs(p[2] - goal))
+    idx, _, value = _closest(points, goal)
     if idx == 0.0 and value > goal:
         return idx, "low"
     if idx == axis.max_index and value < goal:

@@ -65,7 +65,7 @@ def operating_points(
     codec: LoadedCodec, grid: Sequence[float] | None, step: float
 ) -> list[OperatingPoint]:
     """A variable-rate model's λ grid, or the single point of a fixed-rate model."""
-    if not codec.variable_rate:
+    if not codec.rate_axis.variable:
         # project checkpoints store the trained λ first; reference state dicts do not say
         return [OperatingPoint(None, codec.lmbdas[0] if codec.config else None)]
     indices = lambda_grid(len(codec.lmbdas), grid, step)

@@ -73,7 +73,7 @@ def _rate_method(loaded: LoadedCodec) -> str:
     model = loaded.model
     if isinstance(model, GainVariableRate):
         return "gain-vbr"
-    if not model.variable_rate:
+    if not loaded.rate_axis.variable:
         return ""
     encoder, decoder = getattr(model, "modnet_ga", None), getattr(model, "modnet_gs", None)
     sides = {"lae": (True, True), "lae-enc": (True, False), "lae-dec": (False, True)}

@@ -89,7 +89,7 @@ def _fixed_rate_key(checkpoint: Path) -> str | None:
     """What fixed-rate runs of one model share (model config and distortion); None when the
     run's model is variable-rate (asked of the model) or its checkpoint has no config."""
     loaded = load_codec(checkpoint)
-    if loaded.variable_rate or not loaded.config:
+    if loaded.rate_axis.variable or not loaded.config:
         return None
     model = loaded.config.get("model") or {}
     return json.dumps([model, loaded.config["lmbda"].get("distortion")], sort_keys=True)

@@ -3,11 +3,10 @@
 ``TCM`` and ``TCMVBR`` are registered in CompressAI's model registry as ``tcm`` and
 ``tcm-vbr`` (``compressai.zoo.image_models`` style: ``compressai.registry.MODELS["tcm"]``).
 
-CompressAI is imported without its point-cloud, dataset and zoo subpackages (they load on first
-use): see :mod:`._lean_compressai`, imported first for that reason.
+Importing this package imports CompressAI as it is; the ``lae-vbr`` command alone defers
+CompressAI's subpackages it never uses, in its own process (:mod:`lae_vbr.lean_imports`).
 """
 
-from . import _lean_compressai  # noqa: F401  (first: before any CompressAI import)
 from .composed import ComposedCodec, LearnedCodec
 from .compressai_backbone import CompressAIBackbone, CompressAIHyperprior
 from .gain_vbr import GainVariableRate

@@ -28,6 +28,7 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from .analysis import LatentAnalysis
 from .banded import run_layers_in_bands
 from .latent_codec import ARITHMETIC, DEFAULT_ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
@@ -69,6 +70,32 @@ class LearnedCodec(CompressionModel):
     def variable_rate(self) -> bool:
         """Whether the model takes a rate setting (several trained λ)."""
         return self.num_lmbdas > 1
+
+    @property
+    def has_rate_model(self) -> bool:
+        """Whether :meth:`analyse` gives Σ log₂ m of an encoder-side LAE (the R-λ model and
+        the rate and quality control built on it)."""
+        return False
+
+    @property
+    def can_refine(self) -> bool:
+        """Whether latent refinement (DLM) can run on the model."""
+        return False
+
+    def analyse(self, x: Tensor) -> LatentAnalysis:
+        """The model's analysis of images ``x`` (B, 3, H, W), asked at any rate setting (see
+        :class:`~.analysis.LatentAnalysis`); RateError when the model cannot be analysed."""
+        raise RateError(
+            f"{type(self).__name__} codes inside its own model (e.g. the gain-based peer): it "
+            "has no separate analysis for rate control, the R-λ model or latent refinement"
+        )
+
+    def no_rate_model_error(self) -> RateError:
+        """Why the R-λ model (and the rate control built on it) does not apply to this model."""
+        return RateError(
+            "the R-λ model (and rate control on it) needs a variable-rate model with an "
+            f"encoder-side LAE; this {type(self).__name__} has none"
+        )
 
     @property
     def default_lmbda_idx(self) -> float:
@@ -143,6 +170,19 @@ class ComposedCodec(LearnedCodec):
         self.latent_codec = latent_codec
         self.modnet_gs = modnet_gs
         self.g_s = g_s
+
+    @property
+    def has_rate_model(self) -> bool:
+        return self.modnet_ga is not None
+
+    @property
+    def can_refine(self) -> bool:
+        return True
+
+    def analyse(self, x: Tensor) -> LatentAnalysis:
+        """``g_a`` once (in row bands, as coding runs it) and the encoder LAE's
+        λ-independent context; then anything at any λ index (:class:`~.analysis.LatentAnalysis`)."""
+        return LatentAnalysis(self, x)
 
     # -- the two halves around the latent codec ----------------------------------------------
     def analysis(self, x: Tensor, lmbda: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -283,8 +323,6 @@ class ComposedCodec(LearnedCodec):
         (``modnet_ga.mask.context(y)``) saves the λ-independent part of each evaluation.
         """
         if self.modnet_ga is None:
-            raise RateError(
-                f"the R-λ model needs an encoder-side LAE; this {type(self).__name__} has none"
-            )
+            raise self.no_rate_model_error()
         lmbda = self.lmbda_input(lmbda_idx, y.shape[0])
         return self.modnet_ga.log_mask(y, lmbda, context).sum(dim=(1, 2, 3)) / math.log(2)

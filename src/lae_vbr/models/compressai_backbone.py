@@ -28,6 +28,7 @@ from compressai.registry import MODELS
 from torch import Tensor, nn
 
 from .composed import ComposedCodec
+from .compressai_compat import bottleneck_medians
 from .entropy import bottleneck_likelihood, gaussian_likelihood, ste_round
 from .rans import (
     CdfTables,
@@ -95,7 +96,7 @@ class CompressAIHyperprior(nn.Module):
     def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
         z = self.hyper_analysis(y) if z is None else z
         if straight_through:
-            z_offset = self.entropy_bottleneck._get_medians()
+            z_offset = bottleneck_medians(self.entropy_bottleneck)
             z_hat = ste_round(z - z_offset) + z_offset
             z_likelihoods = bottleneck_likelihood(self.entropy_bottleneck, z_hat)
         else:

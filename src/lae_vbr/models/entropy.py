@@ -21,6 +21,7 @@ from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
+from .compressai_compat import bottleneck_likelihood_of, gaussian_likelihood_of
 from .layers import SWAtten
 from .rans import CdfTables, CheckedRansDecoder, symbols_crc
 
@@ -113,7 +114,7 @@ def gaussian_likelihood(
     gaussian: GaussianConditional, y_hat: Tensor, scale: Tensor, mu: Tensor
 ) -> Tensor:
     """Likelihood of values already quantised, with the gradient reaching ``y_hat``."""
-    likelihood = gaussian._likelihood(y_hat, scale, mu)
+    likelihood = gaussian_likelihood_of(gaussian, y_hat, scale, mu)
     if gaussian.use_likelihood_bound:
         likelihood = gaussian.likelihood_lower_bound(likelihood)
     return likelihood
@@ -123,7 +124,7 @@ def bottleneck_likelihood(bottleneck: EntropyBottleneck, z_hat: Tensor) -> Tenso
     """Likelihood of an already quantised hyper-latent, with the gradient reaching ``z_hat``
     (CompressAI's EntropyBottleneck.forward without its own quantisation)."""
     values = z_hat.transpose(0, 1).contiguous()
-    likelihood, _, _ = bottleneck._likelihood(values.reshape(values.shape[0], 1, -1))
+    likelihood = bottleneck_likelihood_of(bottleneck, values.reshape(values.shape[0], 1, -1))
     if bottleneck.use_likelihood_bound:
         likelihood = bottleneck.likelihood_lower_bound(likelihood)
     return likelihood.reshape(values.shape).transpose(0, 1).contiguous()

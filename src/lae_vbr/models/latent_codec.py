@@ -27,6 +27,7 @@ from compressai.layers import (
 )
 from torch import Tensor, nn
 
+from .compressai_compat import bottleneck_medians
 from .entropy import (
     DecodeStep,
     EncodeStep,
@@ -164,7 +165,7 @@ class TCMLatentCodec(nn.Module):
     def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
         """Quantise y slice by slice; likelihoods of y and z (see :class:`LatentCodec`)."""
         z = self.hyper_analysis(y) if z is None else z
-        z_offset = self.entropy_bottleneck._get_medians()
+        z_offset = bottleneck_medians(self.entropy_bottleneck)
         z_hat = ste_round(z - z_offset) + z_offset
         if straight_through:
             z_likelihoods = bottleneck_likelihood(self.entropy_bottleneck, z_hat)

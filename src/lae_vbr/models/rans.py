@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from lae_vbr.errors import LaeVbrError
 
 from . import _rans
+from .compressai_compat import bottleneck_indexes, bottleneck_medians, cdf_tables
 
 __all__ = [
     "CdfTables",
@@ -76,9 +77,10 @@ class CdfTables:
     def of(cls, model: EntropyModel) -> CdfTables:
         """The tables of ``model`` (after ``update()``); ValueError unless each is a valid
         16-bit CDF (0 … 65536, strictly increasing)."""
-        cdfs = np.ascontiguousarray(model._quantized_cdf.detach().cpu().numpy(), np.int32)
-        sizes = np.ascontiguousarray(model._cdf_length.detach().cpu().reshape(-1), np.int32)
-        offsets = np.ascontiguousarray(model._offset.detach().cpu().reshape(-1), np.int32)
+        cdf, lengths, first = cdf_tables(model)
+        cdfs = np.ascontiguousarray(cdf.detach().cpu().numpy(), np.int32)
+        sizes = np.ascontiguousarray(lengths.detach().cpu().reshape(-1), np.int32)
+        offsets = np.ascontiguousarray(first.detach().cpu().reshape(-1), np.int32)
         if cdfs.ndim != 2 or not (len(sizes) == len(offsets) == len(cdfs) > 0):
             raise ValueError("the entropy model has no CDF tables; call update() first")
         width = cdfs.shape[1]
@@ -181,11 +183,11 @@ def coded_bits(model: EntropyModel, symbols: Tensor, indexes: Tensor) -> Tensor:
     the continuous likelihoods misses the coder's rounding of each scale up to its table and
     of each probability to 16 bits, which on small models is a few percent of the file.
     """
-    cdf = model._quantized_cdf.long()
+    cdf, table_lengths, first = cdf_tables(model)
     rows = indexes.long()
-    table_bits = _PRECISION - torch.log2(cdf.diff(dim=1).clamp_min(1).double())
-    lengths = model._cdf_length.reshape(-1).long()[rows]
-    value = symbols.long() - model._offset.reshape(-1).long()[rows]
+    table_bits = _PRECISION - torch.log2(cdf.long().diff(dim=1).clamp_min(1).double())
+    lengths = table_lengths.reshape(-1).long()[rows]
+    value = symbols.long() - first.reshape(-1).long()[rows]
     escape_value = lengths - 2
     escaped = (value < 0) | (value >= escape_value)
     flat = rows * table_bits.shape[1] + torch.where(escaped, escape_value, value)
@@ -202,9 +204,9 @@ def coded_bits(model: EntropyModel, symbols: Tensor, indexes: Tensor) -> Tensor:
 def bottleneck_coded_bits(bottleneck: EntropyBottleneck, z: Tensor) -> tuple[Tensor, Tensor]:
     """``(z_hat, bits)``: the hyper-latent as the decoder will have it and, per image, what
     ``bottleneck.compress(z)`` spends on it (:func:`coded_bits`), without coding."""
-    medians = bottleneck._get_medians()
+    medians = bottleneck_medians(bottleneck)
     symbols = bottleneck.quantize(z, "symbols", medians)
-    bits = coded_bits(bottleneck, symbols, bottleneck._build_indexes(z.size()))
+    bits = coded_bits(bottleneck, symbols, bottleneck_indexes(bottleneck, z.size()))
     return bottleneck.dequantize(symbols, medians, z.dtype), bits.flatten(1).sum(1)
 
 
@@ -240,7 +242,7 @@ def symbols_crc(parts: Iterable[Tensor | np.ndarray], crc: int = 0) -> int:
 def bottleneck_crcs(bottleneck: EntropyBottleneck, z_hat: Tensor) -> list[int]:
     """Per image, CRC-32 of the hyper-latent's symbols, ``round(z_hat − medians)``: the same
     integers on the encoder (after its own decode of z) and on the decoder."""
-    symbols = torch.round(z_hat - bottleneck._get_medians().to(z_hat.dtype)).int()
+    symbols = torch.round(z_hat - bottleneck_medians(bottleneck).to(z_hat.dtype)).int()
     return [symbols_crc([image]) for image in symbols]
 
 

@@ -11,15 +11,14 @@ module holds the two rules every caller relies on, written once:
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
-from itertools import pairwise
 
 import torch
 from torch import Tensor
 
-from lae_vbr.errors import LaeVbrError
+from lae_vbr.errors import RateError
+from lae_vbr.rate_axis import index_of_value
 
 __all__ = [
     "LambdaIndex",
@@ -32,11 +31,6 @@ __all__ = [
 
 #: What the models accept as a rate argument: one λ index, or one per image.
 LambdaIndex = float | Sequence[float] | Tensor
-
-
-class RateError(LaeVbrError):
-    """A rate setting the model cannot use (out of range, missing, or given to a fixed-rate
-    model)."""
 
 
 def lmbda_input(
@@ -85,20 +79,3 @@ def value_of_index(values: Sequence[float], lmbda_idx: float) -> float:
         return float(values[int(lmbda_idx)])
     table = torch.tensor([float(v) for v in values], dtype=torch.float64)
     return float(interpolate_log_linear(table, torch.tensor([lmbda_idx]))[0])
-
-
-def index_of_value(values: Sequence[float], lmbda: float) -> float:
-    """The fractional λ index of a λ value inside the trained range (log-linear)."""
-    table = [float(v) for v in values]
-    if len(table) < 2:
-        raise RateError("mapping λ to an index needs at least two trained λ values")
-    lo, hi = min(table), max(table)
-    if not (math.isfinite(lmbda) and lo <= lmbda <= hi):
-        raise RateError(f"lmbda {lmbda:g} is outside the trained range [{lo:g}, {hi:g}]")
-    if any(a >= b for a, b in pairwise(table)):
-        if any(a <= b for a, b in pairwise(table)):
-            raise RateError(f"the trained λ values {table} are not monotonic")
-        return len(table) - 1 - index_of_value(table[::-1], lmbda)
-    i = min(bisect.bisect_right(table, lmbda) - 1, len(table) - 2)
-    a, b = math.log(table[i]), math.log(table[i + 1])
-    return i + (math.log(lmbda) - a) / (b - a)

@@ -10,7 +10,7 @@ Three kinds of files are understood, all read with ``weights_only=True``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from os import PathLike
@@ -20,11 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lae_vbr.description import CodecDescription, DescriptionError
+from lae_vbr.rate_axis import RateAxis
+
 from .composed import ComposedCodec, LearnedCodec
 from .gain_vbr import GainVariableRate
-from .state_dict import CheckpointError, normalize_state_dict, read_checkpoint
+from .state_dict import Checkpoint, CheckpointError, normalize_state_dict, read_checkpoint
 from .tcm import TCM
-from .vbr import VariableRateCodec
+from .vbr import TCMVBR, VariableRateCodec
 
 __all__ = [
     "PAPER_MSE_LMBDAS",
@@ -94,37 +97,21 @@ class LoadedCodec:
     def variable_rate(self) -> bool:
         return self.model.variable_rate
 
-
-def _shape(sd: Mapping[str, Tensor], key: str) -> Sequence[int]:
-    if key not in sd:
-        raise CheckpointError(f"not a TCM state dict: missing {key}")
-    return sd[key].shape
+    @property
+    def rate_axis(self) -> RateAxis:
+        """The rate settings the model takes (every rate question is asked of it)."""
+        return RateAxis(self.name, self.model.num_lmbdas, tuple(self.lmbdas))
 
 
 def codec_from_reference_state_dict(
     state_dict: Mapping[str, Tensor], num_lmbdas: int = len(PAPER_MSE_LMBDAS)
 ) -> LearnedCodec:
-    """Build TCM or TCM-VBR with the architecture the tensors imply, and load them."""
+    """TCM-VBR when the tensors have an encoder-side LAE, TCM otherwise, with the
+    architecture the tensors imply, loaded."""
     sd = normalize_state_dict(state_dict)
-    N = _shape(sd, "g_a.0.conv1.weight")[0] // 2
-    last = max(int(k.split(".")[1]) for k in sd if k.startswith("g_a.") and k.endswith(".weight"))
-    M = _shape(sd, f"g_a.{last}.weight")[0]
-    num_slices = len({k.split(".")[1] for k in sd if k.startswith("cc_mean_transforms.")})
-    slice_ch = _shape(sd, "cc_mean_transforms.0.4.weight")[0]
-    if num_slices * slice_ch != M:
-        raise CheckpointError("slice transforms do not match the latent width")
-    support = [_shape(sd, f"cc_mean_transforms.{i}.0.weight")[1] for i in range(num_slices)]
-    max_support = max((s - M) // slice_ch for s in support)
-    hyper = _shape(sd, "entropy_bottleneck.quantiles")[0]
-    backbone = TCM(
-        N=N, M=M, num_slices=num_slices, max_support_slices=max_support, hyper_channels=hyper
-    )
-    model: LearnedCodec = backbone
     if any(k.startswith("modnet_ga.") for k in sd):
-        decoder = any(k.startswith("modnet_gs.") for k in sd)
-        model = VariableRateCodec(backbone, num_lmbdas=num_lmbdas, decoder_lae=decoder)
-    model.load_state_dict(sd)
-    return model
+        return TCMVBR.from_state_dict(sd, num_lmbdas=num_lmbdas)
+    return TCM.from_state_dict(sd)
 
 
 def load_codec(path: str | PathLike, map_location: str | torch.device = "cpu") -> LoadedCodec:
@@ -133,18 +120,34 @@ def load_codec(path: str | PathLike, map_location: str | torch.device = "cpu") -
     path = Path(path)
     checkpoint = read_checkpoint(path, map_location)
     cfg = checkpoint.config
-    if cfg is None:
+    if cfg is None and checkpoint.description is None:
         model = codec_from_reference_state_dict(checkpoint.state_dict)
         lmbdas = list(PAPER_MSE_LMBDAS)
         name = "tcm-vbr" if model.variable_rate else "tcm"
         return LoadedCodec(model.eval(), lmbdas, f"{name}:{path.stem}", {})
-    from hydra.utils import instantiate  # heavy import, only for project checkpoints
+    description = describe_checkpoint(checkpoint, path.stem)
+    if description is not None:
+        model = description.build()
+        lmbdas, name = list(description.lmbdas), description.name or path.stem
+    else:  # a model this project does not name (a user's own class): its config builds it
+        from hydra.utils import instantiate
 
-    model = instantiate(cfg["model"])
+        model = instantiate(cfg["model"])
+        lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
+        name = str(cfg.get("run_name") or cfg.get("task_name") or path.stem)
     model.load_state_dict(checkpoint.state_dict)
-    lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
-    name = str(cfg.get("run_name") or cfg.get("task_name") or path.stem)
-    return LoadedCodec(model.eval(), lmbdas, name, cfg)
+    return LoadedCodec(model.eval(), lmbdas, name, cfg or {})
+
+
+def describe_checkpoint(checkpoint: Checkpoint, default_name: str) -> CodecDescription | None:
+    """The codec description a checkpoint carries, or the one its config translates to (older
+    files); None for a config naming a model part this project does not know."""
+    if checkpoint.description is not None:
+        return CodecDescription.from_dict(checkpoint.description)
+    try:
+        return CodecDescription.from_config(checkpoint.config or {}, default_name)
+    except DescriptionError:
+        return None
 
 
 def save_codec_bundle(
@@ -166,5 +169,18 @@ def save_codec_bundle(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "hyper_parameters": {"cfg": dict(cfg)}}, path)
+    contents = {"state_dict": state, "hyper_parameters": {"cfg": dict(cfg)}}
+    description = describe_config(cfg)
+    if description is not None:
+        contents["codec"] = description
+    torch.save(contents, path)
     return path
+
+
+def describe_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The codec description (a plain dict, as checkpoints store it) of the model a composed
+    config builds; None for a model this project does not name."""
+    try:
+        return CodecDescription.from_config(cfg).to_dict()
+    except DescriptionError:
+        return None

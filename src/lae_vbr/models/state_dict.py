@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from lae_vbr.errors import LaeVbrError
 
+from .compressai_compat import ENTROPY_BUFFERS
+
 __all__ = [
     "Checkpoint",
     "CheckpointError",
@@ -35,7 +37,7 @@ __all__ = [
 
 _OLD_EB_NAME = re.compile(r"\._(matrix|bias|factor)(\d+)$")
 _NEW_EB_NAME = {"matrix": "matrices", "bias": "biases", "factor": "factors"}
-_ENTROPY_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+_ENTROPY_BUFFERS = ENTROPY_BUFFERS
 
 
 class CheckpointError(LaeVbrError):
@@ -77,6 +79,8 @@ class Checkpoint:
 
     state_dict: dict[str, Tensor]
     config: dict[str, Any] | None
+    #: the codec description (``lae_vbr.description``) the file carries; None in older files
+    description: dict[str, Any] | None = None
 
 
 def read_checkpoint(
@@ -99,15 +103,17 @@ def read_checkpoint(
             f"cannot read checkpoint {path}: not a PyTorch checkpoint of tensors "
             f"({type(err).__name__})"
         ) from err
-    config = None
+    config = description = None
     if isinstance(obj, Mapping) and isinstance(obj.get("hyper_parameters"), Mapping):
         config = obj["hyper_parameters"].get("cfg")
+    if isinstance(obj, Mapping) and isinstance(obj.get("codec"), Mapping):
+        description = dict(obj["codec"])
     try:
         state_dict = extract_state_dict(obj)
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     strip = "model." if any(k.startswith("model.") for k in state_dict) else ""
-    return Checkpoint(normalize_state_dict(state_dict, strip), config)
+    return Checkpoint(normalize_state_dict(state_dict, strip), config, description)
 
 
 def load_state_dict_file(path: str | PathLike) -> dict[str, Tensor]:

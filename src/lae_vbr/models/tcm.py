@@ -8,7 +8,7 @@ image size (1×1 up) works: inputs are padded to a multiple of 128 and outputs c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from compressai.layers import (
@@ -17,11 +17,12 @@ from compressai.layers import (
     subpel_conv3x3,
 )
 from compressai.registry import register_model
-from torch import nn
+from torch import Tensor, nn
 
 from .composed import ComposedCodec
 from .latent_codec import TCMLatentCodec
 from .layers import ConvTransBlock, ResidualBlockWithStride
+from .state_dict import CheckpointError, normalize_state_dict
 
 __all__ = ["TCM"]
 
@@ -97,12 +98,36 @@ class TCM(ComposedCodec):
         self.N, self.M = N, M
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict) -> ComposedCodec:
-        """TCM or TCM-VBR with the architecture the tensors imply (CompressAI's constructor
-        convention; reference checkpoints too)."""
-        from .registry import codec_from_reference_state_dict
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> TCM:
+        """A TCM with the architecture the tensors imply, loaded (CompressAI's convention;
+        reference checkpoints too, with or without ``module.`` prefixes)."""
+        sd = normalize_state_dict(state_dict)
+        net = cls(**tcm_arguments(sd))
+        net.load_state_dict(sd)
+        return net
 
-        return codec_from_reference_state_dict(state_dict)
+
+def tcm_arguments(sd: Mapping[str, Tensor]) -> dict[str, int]:
+    """TCM's architecture (N, M, slices, hyper channels) from a state dict's tensor shapes;
+    CheckpointError when the tensors are not TCM's."""
+
+    def shape(key: str) -> Sequence[int]:
+        if key not in sd:
+            raise CheckpointError(f"not a TCM state dict: missing {key}")
+        return sd[key].shape
+
+    N = shape("g_a.0.conv1.weight")[0] // 2
+    last = max(int(k.split(".")[1]) for k in sd if k.startswith("g_a.") and k.endswith(".weight"))
+    M = shape(f"g_a.{last}.weight")[0]
+    num_slices = len({k.split(".")[1] for k in sd if k.startswith("cc_mean_transforms.")})
+    slice_ch = shape("cc_mean_transforms.0.4.weight")[0]
+    if num_slices * slice_ch != M:
+        raise CheckpointError("slice transforms do not match the latent width")
+    support = [shape(f"cc_mean_transforms.{i}.0.weight")[1] for i in range(num_slices)]
+    max_support = max((s - M) // slice_ch for s in support)
+    hyper = shape("entropy_bottleneck.quantiles")[0]
+    return {"N": N, "M": M, "num_slices": num_slices, "max_support_slices": max_support,
+            "hyper_channels": hyper}  # fmt: skip
 
 
 def _main_transforms(

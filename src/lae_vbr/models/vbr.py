@@ -13,13 +13,16 @@ as in the reference ``TCM_VBR``: backbone keys unprefixed (``g_a.0.conv1.weight`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from compressai.registry import register_model
+from torch import Tensor
 
 from .composed import ComposedCodec
 from .lae import LAE
-from .tcm import TCM
+from .state_dict import normalize_state_dict
+from .tcm import TCM, tcm_arguments
 
 __all__ = ["TCMVBR", "VariableRateCodec"]
 
@@ -75,11 +78,28 @@ class TCMVBR(VariableRateCodec):
     """TCM with both of the paper's LAEs (the reference ``TCM_VBR``); extra kwargs go to
     :class:`TCM` (ablations: ``VariableRateCodec(TCM(...), encoder_lae=…, …)``)."""
 
-    def __init__(self, N: int = 64, M: int = 320, num_lmbdas: int = 6, **tcm_kwargs: Any) -> None:
-        super().__init__(TCM(N=N, M=M, **tcm_kwargs), latent_channels=M, num_lmbdas=num_lmbdas)
+    def __init__(
+        self,
+        N: int = 64,
+        M: int = 320,
+        num_lmbdas: int = 6,
+        decoder_lae: bool = True,
+        **tcm_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            TCM(N=N, M=M, **tcm_kwargs),
+            latent_channels=M,
+            num_lmbdas=num_lmbdas,
+            decoder_lae=decoder_lae,
+        )
         self.N, self.M = N, M
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict) -> ComposedCodec:
-        """TCM-VBR (or TCM) with the architecture the tensors imply."""
-        return TCM.from_state_dict(state_dict)
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], num_lmbdas: int = 6) -> TCMVBR:
+        """A TCM-VBR with the architecture the tensors imply, loaded (CompressAI's convention):
+        TCM's arguments from the shapes, the decoder-side LAE when the tensors have one."""
+        sd = normalize_state_dict(state_dict)
+        decoder = any(k.startswith("modnet_gs.") for k in sd)
+        net = cls(**tcm_arguments(sd), num_lmbdas=num_lmbdas, decoder_lae=decoder)
+        net.load_state_dict(sd)
+        return net

@@ -68,7 +68,7 @@ def _name(cfg: DictConfig) -> str:
     return str(cfg.study.get("name") or cfg.study.get("_target_", "study"))
 
 
-def study_codec(cfg: DictConfig, variable_rate: bool = True) -> ImageCodec:
+def study_codec(cfg: DictConfig, needs_rate: bool = True) -> ImageCodec:
     """The one checkpoint of ``cfg.checkpoint`` on ``cfg.device``, ready to code; a
     StudyError names the study when it is missing, a list, or fixed-rate where variable-rate
     is needed."""
@@ -79,7 +79,7 @@ def study_codec(cfg: DictConfig, variable_rate: bool = True) -> ImageCodec:
         raise StudyError(f"study '{_name(cfg)}' takes one checkpoint, got a list")
     (path,) = checkpoint_paths(value)
     codec = open_codec(path, str(cfg.get("device", "auto")))
-    if variable_rate and not codec.variable_rate:
+    if needs_rate and not codec.rate_axis.variable:
         raise StudyError(
             f"study '{_name(cfg)}' needs a variable-rate model; {path} holds the fixed-rate "
             f"model {codec.id}"
@@ -87,10 +87,10 @@ def study_codec(cfg: DictConfig, variable_rate: bool = True) -> ImageCodec:
     return codec
 
 
-def study_inputs(cfg: DictConfig, variable_rate: bool = True) -> StudyInputs:
+def study_inputs(cfg: DictConfig, needs_rate: bool = True) -> StudyInputs:
     """:func:`study_codec`, the first ``cfg.max_images`` of ``cfg.test_dir`` and the run's
     output folder; paths in ``about`` and ``meta`` are portable (records are shared)."""
-    codec = study_codec(cfg, variable_rate)
+    codec = study_codec(cfg, needs_rate)
     images = load_test_images(cfg.test_dir, cfg.get("max_images"))
     checkpoint, folder = portable_path(cfg.checkpoint), portable_path(cfg.test_dir)
     about = f"{checkpoint} ({codec.id}) on {len(images)} images of {folder}"

@@ -52,7 +52,7 @@ AXES = {"mask": "mean_log2_mask", "rate": "bits_estimate", "log_rate": "log_bits
 
 def _image_rows(codec: ImageCodec, image: InputImage, grid: Sequence[float]) -> list[dict]:
     probe = ImageProbe(codec, image.x)
-    elements = probe.rates.y.numel()
+    elements = probe.num_latent_elements
     rows = []
     for idx in grid:
         s_bits, estimate = probe.rates.bits(idx), probe.estimate_bits(idx)
@@ -78,7 +78,7 @@ def measure_dlambda(
     codec: ImageCodec, images: Sequence[InputImage], grid: Sequence[float]
 ) -> list[dict[str, Any]]:
     """One row per (image, λ index of ``grid``): the axes, the real file and the PSNR."""
-    if not codec.variable_rate:
+    if not codec.rate_axis.variable:
         raise StudyError(f"the D-λ study needs a variable-rate model; {codec.id} is fixed-rate")
     rows: list[dict[str, Any]] = []
     for image in images:

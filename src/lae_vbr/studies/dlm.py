@@ -49,7 +49,7 @@ _BD_METRICS = ("psnr-rgb", "ms-ssim-rgb-db")
 def coding_points(codec: ImageCodec, indices: Sequence[float] | None = None) -> list[float | None]:
     """The λ indices to code at: ``indices`` (checked against the trained range) or every
     trained index; ``[None]`` for a fixed-rate model, which has its one λ."""
-    if not codec.variable_rate:
+    if not codec.rate_axis.variable:
         return [None]
     return list(lambda_grid(codec.max_index + 1, indices, 1.0))
 
@@ -215,7 +215,7 @@ def _schedule(study: DictConfig) -> RefineSchedule:
 def run(cfg: DictConfig) -> dict[str, Path]:
     """The Hydra adapter of ``study=dlm``: measure, summarise, write."""
     schedule = _schedule(cfg.study)
-    inputs = study_inputs(cfg, variable_rate=False)
+    inputs = study_inputs(cfg, needs_rate=False)
     grid = coding_points(inputs.codec, cfg.study.get("lmbda_grid"))
     log.info("DLM study: %d images × %d λ indices, %s", len(inputs.images), len(grid), schedule)
     with torch_threads(cfg.get("num_threads")) as threads:

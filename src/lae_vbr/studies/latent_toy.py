@@ -46,7 +46,7 @@ def _frozen_codec(path: Any, key: str) -> nn.Module:
             f"({key} is not set)"
         )
     loaded = load_codec(path)
-    if loaded.variable_rate or not isinstance(loaded.model, ComposedCodec):
+    if loaded.rate_axis.variable or not isinstance(loaded.model, ComposedCodec):
         raise ConfigError(
             f"{key}={path} holds a {type(loaded.model).__name__}; the latent toy needs a "
             "fixed-rate TCM checkpoint"

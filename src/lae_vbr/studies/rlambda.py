@@ -58,7 +58,7 @@ def measure_rlambda(
 ) -> list[dict[str, Any]]:
     """Code every image at every λ index of ``grid`` for real; one row per (image, index)
     with the file's and the streams' bits beside Σ log₂ m, the model's rate predictor."""
-    if not codec.variable_rate:
+    if not codec.rate_axis.variable:
         raise StudyError(f"the R-λ study needs a variable-rate model; {codec.id} is fixed-rate")
     rows: list[dict[str, Any]] = []
     for image in images:

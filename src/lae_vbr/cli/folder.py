@@ -14,24 +14,21 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cli import (
+from lae_vbr.codec.request import Target, count_of
+
+from .session import check_rate, load_codec_for, precheck_rate, target_of
+from .terminal import (
     OK,
+    Progress,
     UsageError,
-    _check_targets,
-    _choose_rate,
-    _count_of,
-    _encode,
-    _is_stdio,
-    _load,
-    _precheck_rate,
-    _Progress,
-    _report,
-    _summary,
-    _warnings_to_stderr,
+    is_stdio,
+    report,
+    summary_line,
+    warnings_to_stderr,
 )
 
 if TYPE_CHECKING:
-    from .image_codec import ImageCodec
+    from lae_vbr.codec.image_codec import ImageCodec
 
 __all__ = ["IMAGE_SUFFIXES", "compress_folder", "folder_images"]
 
@@ -65,7 +62,7 @@ def _outputs(images: list[Path], out_dir: Path) -> dict[Path, Path]:
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    if _is_stdio(out_dir):
+    if is_stdio(out_dir):
         raise UsageError("a folder of images is written to a folder, not to stdout")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"the input is a folder, so the output must be one: {out_dir} is a file")
@@ -77,48 +74,55 @@ def compress_folder(args: argparse.Namespace) -> int:
     """Code every image of ``args.input`` into the folder ``args.output``."""
     images = folder_images(args.input)
     _check_out_dir(args.output)
-    _check_targets(args)
-    _precheck_rate(args)
+    target = target_of(args)
+    precheck_rate(args, target)
     outputs = _outputs(images, args.output)
-    from .images import image_pixels, read_image
+    from lae_vbr.codec.images import image_pixels, read_image
+    from lae_vbr.codec.request import code_image
 
-    codec = _load(args, max(image_pixels(path) for path in images))
-    lmbda_idx = _choose_rate(codec, args)
+    codec = load_codec_for(args, max(image_pixels(path) for path in images))
+    check_rate(codec, target)
     args.output.mkdir(exist_ok=True)
-    if args.total_size is not None:
-        return _total_size(codec, images, outputs, args)
+    if target.total_size is not None:
+        return _total_size(codec, images, outputs, args, target)
     total_bytes = total_pixels = 0
-    with _Progress() as progress:
+    with Progress() as progress:
         for path in images:
-            x = read_image(path)
-            stream, note = _encode(codec, x, lmbda_idx, args, progress, f"{path}: ")
-            outputs[path].write_bytes(stream.to_bytes())
-            _report(args, _summary(f"{path} -> {outputs[path]}", stream, args, note))
-            total_bytes += stream.num_bytes
-            total_pixels += stream.width * stream.height
-    _report(args, f"total: {len(images)} files, {total_bytes} bytes, "
-                  f"{8 * total_bytes / total_pixels:.4f} bpp")  # fmt: skip
+            with warnings_to_stderr(progress, f"{path}: "):
+                coded = code_image(codec, read_image(path), target, progress.encode,
+                                   progress.step)  # fmt: skip
+            outputs[path].write_bytes(coded.stream.to_bytes())
+            where = f"{path} -> {outputs[path]}"
+            report(args.output, summary_line(where, coded.stream, target, coded.note))
+            total_bytes += coded.stream.num_bytes
+            total_pixels += coded.stream.width * coded.stream.height
+    report(args.output, f"total: {len(images)} files, {total_bytes} bytes, "
+                        f"{8 * total_bytes / total_pixels:.4f} bpp")  # fmt: skip
     return OK
 
 
 def _total_size(
-    codec: ImageCodec, images: list[Path], outputs: dict[Path, Path], args: argparse.Namespace
+    codec: ImageCodec,
+    images: list[Path],
+    outputs: dict[Path, Path],
+    args: argparse.Namespace,
+    target: Target,
 ) -> int:
-    """All images at one λ index, the files together within ``args.total_size`` bytes."""
-    from .images import read_image
-    from .rate_control import encode_set_to_size
+    """All images at one λ index, the files together within the total size."""
+    from lae_vbr.codec.images import read_image
+    from lae_vbr.codec.rate_control import encode_set_to_size
 
     pictures = [read_image(path) for path in images]
-    with _Progress() as progress, _warnings_to_stderr(progress):
-        result = encode_set_to_size(codec, pictures, args.total_size, on_encode=progress.encode)
+    with Progress() as progress, warnings_to_stderr(progress):
+        result = encode_set_to_size(codec, pictures, target.total_size, on_encode=progress.encode)
     streams = result.stream.streams  # type: ignore[union-attr]
     for path, stream in zip(images, streams, strict=True):
         outputs[path].write_bytes(stream.to_bytes())
-        _report(args, _summary(f"{path} -> {outputs[path]}", stream, args, ""))
-    _report(
-        args,
-        f"total: {len(images)} files, {result.num_bytes} bytes (at most {args.total_size}), "
+        report(args.output, summary_line(f"{path} -> {outputs[path]}", stream, target, ""))
+    report(
+        args.output,
+        f"total: {len(images)} files, {result.num_bytes} bytes (at most {target.total_size}), "
         f"{result.bpp:.4f} bpp, λ index {result.lmbda_idx:g} for every image "
-        f"({_count_of(result.encodes, 'encode')} of the set)",
+        f"({count_of(result.encodes, 'encode')} of the set)",
     )
     return OK

@@ -1,4 +1,4 @@
-"""Import CompressAI's image-codec modules without the package-wide imports of ``compressai``.
+"""A command's own start-up: CompressAI's image-codec modules without its package-wide imports.
 
 ``import compressai`` (which any ``import compressai.<submodule>`` runs first) imports every
 subpackage: its point-cloud datasets and models pull in torch_geometric (which imports
@@ -9,8 +9,10 @@ that is about 2.3 s of a 1×1 ``lae-vbr compress`` on a 2-core machine, longer t
 the command after ``import torch``. This package needs none of it: it uses the layers, entropy
 models, ``CompressionModel``, the rANS coder and the model registry.
 
-Importing this module, which :mod:`lae_vbr.models` does before its first CompressAI import,
-loads ``compressai`` and ``compressai.registry`` from their own files but executes their
+Nothing happens on import: the library imports CompressAI as it is, with every registry
+complete. A command (``lae-vbr``, whose process runs nothing else) may call
+:func:`import_compressai_lean` before its first CompressAI import; that loads ``compressai``
+and ``compressai.registry`` from their own files but executes their
 ``__init__`` without the statements that import those subpackages (``from compressai import
 datasets, ..., zoo`` and ``from .transforms import ...``): each name they would bind is
 imported on first attribute access instead (``compressai.zoo``, ``compressai.registry.TRANSFORMS``
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["LEAN", "install"]
+__all__ = ["compressai_is_lean", "import_compressai_lean"]
 
 #: Per package: the ``from MODULE import …`` statements of its ``__init__`` that are deferred,
 #: as (MODULE as written there, its number of leading dots).
@@ -44,7 +46,7 @@ _ENTROPY_MODELS = "compressai.entropy_models"
 _STAND_INS = ("scipy", "scipy.stats")
 
 #: Whether CompressAI was imported the lean way in this process.
-LEAN = False
+_LEAN = False
 
 
 class _ImportOnUse(types.ModuleType):
@@ -121,11 +123,18 @@ def _stand_ins(names: tuple[str, ...]) -> Iterator[None]:
                 del sys.modules[name]
 
 
-def install() -> None:
-    """Import CompressAI the lean way unless it is already imported (see the module doc)."""
-    global LEAN
+def compressai_is_lean() -> bool:
+    """Whether :func:`import_compressai_lean` imported CompressAI in this process."""
+    return _LEAN
+
+
+def import_compressai_lean() -> bool:
+    """Import CompressAI the lean way unless it is already imported (see the module doc);
+    whether it was. For a command's process only: its registries stay incomplete until the
+    deferred subpackages are used."""
+    global _LEAN
     if "compressai" in sys.modules:
-        return
+        return _LEAN
     before = set(sys.modules)
     try:
         for package in _DEFERRED:
@@ -137,8 +146,6 @@ def install() -> None:
             if name == "compressai" or name.startswith("compressai."):
                 del sys.modules[name]
         importlib.import_module("compressai")
-        return
-    LEAN = True
-
-
-install()
+        return False
+    _LEAN = True
+    return True
