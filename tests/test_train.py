@@ -58,9 +58,11 @@ def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+#: Every experiment; files named "_*" are fragments other experiments include.
 EXPERIMENTS = sorted(
     p.relative_to(CONF / "experiment").with_suffix("").as_posix()
     for p in (CONF / "experiment").rglob("*.yaml")
+    if not p.name.startswith("_")
 )
 
 
@@ -100,7 +102,14 @@ def test_every_experiment_runs_fast_dev_run(
         assert all(f"val/bpp/l{i}" in metrics for i in range(len(cfg.lmbda["values"])))
 
 
-FIXED_RATE_EXPERIMENTS = {"fixed_tcm", "demo/fixed"}
+FIXED_RATE_EXPERIMENTS = {
+    "fixed_tcm",
+    "demo/fixed",
+    "claims/fixed",
+    "claims/start",
+    "claims/paper/fixed",
+    "claims/paper/start",
+}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

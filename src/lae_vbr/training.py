@@ -282,6 +282,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("validate_after_fit") and not trainer.fast_dev_run:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        if best and not Path(best).is_file():  # a resumed run's record of a file since replaced
+            best = None
         results = trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     _finish(loggers)

@@ -78,20 +78,35 @@ def _no_sync() -> None:
     return None
 
 
-@torch.inference_mode()
 def code_image(
     codec: ImageCodec,
     x: Tensor,
     point: OperatingPoint,
     sync: Callable[[], None] = _no_sync,
+    refine_steps: int = 0,
 ) -> CodedImage:
-    """Code one image ``x`` (1, 3, H, W) in [0, 1] into a file in memory and decode the file,
-    as the CLI does, then run the likelihood pass at the same (stored) λ index."""
+    """Code one image ``x`` (1, 3, H, W) in [0, 1] into a file in memory (with
+    ``refine_steps`` of latent refinement when positive) and decode the file, as the CLI
+    does, then run the likelihood pass of the unrefined latents at the same λ index."""
     sync()
     start = time.perf_counter()
-    data = codec.encode(x, point.lmbda_idx).to_bytes()
+    if refine_steps:
+        from lae_vbr.codec.refine import RefineSchedule, refine_encode
+
+        stream = refine_encode(codec, x, point.lmbda_idx, RefineSchedule(steps=refine_steps))[0]
+    else:
+        with torch.inference_mode():
+            stream = codec.encode(x, point.lmbda_idx)
+    data = stream.to_bytes()
     sync()
-    encoded = time.perf_counter()
+    with torch.inference_mode():
+        return _decoded(codec, x, data, start, time.perf_counter(), sync)
+
+
+def _decoded(
+    codec: ImageCodec, x: Tensor, data: bytes, start: float, encoded: float, sync: Callable
+) -> CodedImage:
+    """The file decoded and measured (``start``/``encoded``: the encode's clock)."""
     stream = Bitstream.from_bytes(data)
     x_hat = codec.decode(stream)
     sync()

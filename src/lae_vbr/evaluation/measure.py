@@ -66,6 +66,9 @@ class RDSettings:
     lmbda_step: float = 0.5
     device: str = "auto"
     warmup: bool = True  # code one image first so one-off initialisation is not timed
+    #: encoder-side latent refinement (DLM) with the default schedule and this many steps;
+    #: 0: plain encoding. The decoder is unchanged.
+    refine_steps: int = 0
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RDSettings:
@@ -76,6 +79,7 @@ class RDSettings:
             float(cfg.lmbda_step),
             str(cfg.get("device", "auto")),
             bool(cfg.get("warmup", True)),
+            int(cfg.get("refine_steps") or 0),
         )
 
 
@@ -125,17 +129,19 @@ def measure_model(
     points: Sequence[OperatingPoint],
     warmup: bool = True,
     advance: Callable[[], None] = _nothing,
+    refine_steps: int = 0,
 ) -> list[dict[str, Any]]:
-    """Code every image at every point through the file format; one row per (point, image)
-    with the real rate (y+z strings and whole file), the likelihood estimate, quality, times."""
+    """Code every image at every point through the file format (with ``refine_steps`` of
+    latent refinement when positive); one row per (point, image) with the real rate (y+z
+    strings and whole file), the likelihood estimate, quality, times."""
     device = next(codec.model.parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else _nothing
     if warmup:  # the first call is slow (lazy init); keep it out of the timings
-        code_image(codec, images[0].x.to(device), points[0], sync)
+        code_image(codec, images[0].x.to(device), points[0], sync, refine_steps)
     rows = []
     for point in points:
         for image in images:
-            coded = code_image(codec, image.x.to(device), point, sync)
+            coded = code_image(codec, image.x.to(device), point, sync, refine_steps)
             pixels = image.num_pixels
             extra = {
                 "bits_file": coded.file_bits,
@@ -175,7 +181,9 @@ def measure_checkpoints(
         names.append(curve_name(codec.loaded))
         metas.append(codec_meta(codec, label))
         advance = track(f"{codec.loaded.name} ({path.name})", len(points) * len(images))
-        measured = measure_model(codec, images, points, settings.warmup, advance)
+        measured = measure_model(
+            codec, images, points, settings.warmup, advance, settings.refine_steps
+        )
         rows += [{"checkpoint": label, **row} for row in measured]
         del codec
     description = (
@@ -185,6 +193,8 @@ def measure_checkpoints(
         "on 8-bit RGB; psnr-rgb-mean-mse: PSNR of the mean MSE; times on "
         f"{device.type} with {torch.get_num_threads()} CPU threads"
     )
+    if settings.refine_steps:
+        description += f"; latents refined before coding (DLM, {settings.refine_steps} steps)"
     meta = {**merge_meta(metas), **dataset_meta(source, len(images), device), **run_meta()}
     name = name or "+".join(dict.fromkeys(names))
     return Measured(name, description, "model", rows, meta=meta)

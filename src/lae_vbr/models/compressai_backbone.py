@@ -35,6 +35,7 @@ from .rans import (
     CheckedRansDecoder,
     bottleneck_coded_bits,
     bottleneck_crcs,
+    check_codable,
     coded_bits,
     symbols_crc,
     use_checked_decoding,
@@ -186,6 +187,7 @@ class CompressAIHyperprior(nn.Module):
                 symbols.append(q.reshape(-1))
                 indexes.append(gaussian.build_indexes(scales).reshape(-1))
         symbols_all, tables = torch.cat(symbols).int(), CdfTables.of(gaussian)
+        check_codable(gaussian, symbols_all, torch.cat(indexes))
         encoder = BufferedRansEncoder()
         encoder.encode_with_indexes(
             symbols_all.tolist(), torch.cat(indexes).int().tolist(), tables.cdfs.tolist(),

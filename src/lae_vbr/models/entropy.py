@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .compressai_compat import bottleneck_likelihood_of, gaussian_likelihood_of
 from .layers import SWAtten
-from .rans import CdfTables, CheckedRansDecoder, symbols_crc
+from .rans import CdfTables, CheckedRansDecoder, check_codable, symbols_crc
 
 __all__ = [
     "ste_round",
@@ -189,6 +189,7 @@ class EncodeStep:
         offsets = g.offset.reshape(-1).int().tolist()
         strings = []
         for symbols, indexes in zip(self.symbols, self.indexes, strict=True):
+            check_codable(g, torch.cat(symbols), torch.cat(indexes))
             encoder = BufferedRansEncoder()
             encoder.encode_with_indexes(
                 torch.cat(symbols).int().tolist(),

@@ -36,6 +36,7 @@ __all__ = [
     "CheckedEntropyBottleneck",
     "CheckedGaussianConditional",
     "CheckedRansDecoder",
+    "MAX_ESCAPE_RAW",
     "StreamError",
     "SymbolsMismatchError",
     "bottleneck_coded_bits",
@@ -44,6 +45,8 @@ __all__ = [
     "stream_bytes",
     "tables_crc",
     "symbols_crc",
+    "UncodableLatentError",
+    "check_codable",
     "use_checked_decoding",
 ]
 
@@ -157,12 +160,52 @@ class _CheckedDecoding(EntropyModel):
         return self.dequantize(outputs.to(indexes.device), means, dtype)
 
 
+#: Escaped values are coded in 4-bit chunks counted in a 32-bit integer; CompressAI's rANS
+#: encoder never returns for a value whose count reaches 8 (its shift count wraps at 32), that
+#: is from this raw value on, so :func:`check_codable` refuses anything that would reach it.
+MAX_ESCAPE_RAW = 1 << 28
+
+
+class UncodableLatentError(LaeVbrError):
+    """A latent value beyond what the entropy coder can represent (a broken model or input)."""
+
+
+def check_codable(model: EntropyModel, symbols: Tensor, indexes: Tensor) -> None:
+    """UncodableLatentError unless the rANS encoder can code every symbol with CDF table
+    ``indexes[i]`` of ``model`` (after ``update()``): an escaped value must stay below
+    :data:`MAX_ESCAPE_RAW` (about ±2^27 away from its table). Checked before coding, since the
+    encoder itself would loop forever."""
+    _, table_lengths, first = cdf_tables(model)
+    rows = indexes.reshape(-1).long()
+    value = symbols.reshape(-1).long() - first.reshape(-1).long()[rows]
+    escape_value = table_lengths.reshape(-1).long()[rows] - 2
+    raw = torch.where(value < 0, -2 * value - 1, 2 * (value - escape_value))
+    if bool((raw >= MAX_ESCAPE_RAW).any()):
+        worst = int(symbols.reshape(-1).long().abs().max())
+        raise UncodableLatentError(
+            f"a latent value of {worst} is beyond what the entropy coder can represent (about "
+            f"±{MAX_ESCAPE_RAW >> 1}); the model or its input is broken (non-finite or "
+            "exploding activations)"
+        )
+
+
 class CheckedEntropyBottleneck(EntropyBottleneck, _CheckedDecoding):
-    """CompressAI's EntropyBottleneck decoding with the bounds-checked decoder."""
+    """CompressAI's EntropyBottleneck decoding with the bounds-checked decoder, and encoding
+    only what its encoder can represent (:func:`check_codable`)."""
+
+    def compress(self, x: Tensor) -> list[bytes]:  # type: ignore[override]
+        symbols = self.quantize(x, "symbols", bottleneck_medians(self))
+        check_codable(self, symbols, bottleneck_indexes(self, x.size()))
+        return super().compress(x)
 
 
 class CheckedGaussianConditional(GaussianConditional, _CheckedDecoding):
-    """CompressAI's GaussianConditional decoding with the bounds-checked decoder."""
+    """CompressAI's GaussianConditional decoding with the bounds-checked decoder, and encoding
+    only what its encoder can represent (:func:`check_codable`)."""
+
+    def compress(self, inputs: Tensor, indexes: Tensor, means: Tensor | None = None) -> list[bytes]:
+        check_codable(self, self.quantize(inputs, "symbols", means), indexes)
+        return super().compress(inputs, indexes, means)
 
     def build_indexes(self, scales: Tensor) -> Tensor:
         """CompressAI's table index of each scale (the first table scale at or above the
