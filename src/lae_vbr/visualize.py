@@ -8,14 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from lightning import LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
+
+from lae_vbr.atomic import atomic_path
 
 __all__ = ["log_images", "rd_figure"]
 
@@ -34,7 +32,10 @@ def rd_figure(
     module: LightningModule, points: Sequence[tuple[int, float, float, float | None]]
 ) -> Path:
     """Plot (bpp, PSNR) per λ index for this epoch; returns the PNG path."""
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    from matplotlib.figure import Figure  # no pyplot: no backend chosen for the process
+
+    fig = Figure(figsize=(5, 4), dpi=100)
+    ax = fig.subplots()
     bpps = [p[1] for p in points]
     psnrs = [p[2] for p in points]
     ax.plot(bpps, psnrs, "o-", label=f"epoch {module.current_epoch}")
@@ -47,8 +48,8 @@ def rd_figure(
     ax.legend(loc="lower right")
     fig.tight_layout()
     path = _output_dir(module, "rd_curves") / f"epoch={module.current_epoch:04d}.png"
-    fig.savefig(path)
-    plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     for logger in _wandb_loggers(module):
         logger.log_image(key="val/rd_curve", images=[str(path)], step=module.global_step)
     return path

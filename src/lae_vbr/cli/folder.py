@@ -91,7 +91,7 @@ def compress_folder(args: argparse.Namespace) -> int:
             with warnings_to_stderr(progress, f"{path}: "):
                 coded = code_image(codec, read_image(path), target, progress.encode,
                                    progress.step)  # fmt: skip
-            outputs[path].write_bytes(coded.stream.to_bytes())
+            coded.stream.write(outputs[path])
             where = f"{path} -> {outputs[path]}"
             report(args.output, summary_line(where, coded.stream, target, coded.note))
             total_bytes += coded.stream.num_bytes
@@ -117,7 +117,7 @@ def _total_size(
         result = encode_set_to_size(codec, pictures, target.total_size, on_encode=progress.encode)
     streams = result.stream.streams  # type: ignore[union-attr]
     for path, stream in zip(images, streams, strict=True):
-        outputs[path].write_bytes(stream.to_bytes())
+        stream.write(outputs[path])
         report(args.output, summary_line(f"{path} -> {outputs[path]}", stream, target, ""))
     report(
         args.output,

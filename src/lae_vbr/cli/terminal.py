@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
+from lae_vbr.atomic import write_atomic
 from lae_vbr.codec.container import MAX_FILE_BYTES, Bitstream, read_bitstream
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def write_output(path: Path, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        path.write_bytes(data)
+        write_atomic(path, data)
 
 
 def summary_line(where: str, stream: Bitstream, target: Target, note: str) -> str:

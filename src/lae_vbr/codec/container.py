@@ -17,6 +17,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from lae_vbr.atomic import write_atomic
 from lae_vbr.errors import LaeVbrError
 
 __all__ = [
@@ -226,9 +227,7 @@ class Bitstream:
         }
 
     def write(self, path: str | PathLike) -> Path:
-        path = Path(path)
-        path.write_bytes(self.to_bytes())
-        return path
+        return write_atomic(path, self.to_bytes())
 
     # -- reading ----------------------------------------------------------------------------
     @classmethod

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from lae_vbr.atomic import write_atomic
 from lae_vbr.data.images import DataError, load_rgb_image
 from lae_vbr.data.tensors import image_to_tensor, tensor_to_uint8
 
@@ -90,7 +91,5 @@ def png_bytes(x: Tensor) -> bytes:
 
 
 def write_png(x: Tensor, path: str | PathLike) -> Path:
-    """Save an image tensor as an 8-bit RGB PNG (encoded in memory, then written)."""
-    path = Path(path)
-    path.write_bytes(png_bytes(x))
-    return path
+    """Save an image tensor as an 8-bit RGB PNG (encoded in memory, then written whole)."""
+    return write_atomic(path, png_bytes(x))

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lae_vbr.atomic import write_atomic
+
 from .provenance import run_meta
 from .results import EvalError, RDCurve
 
@@ -213,8 +215,8 @@ def write_bd_rates(
     out.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(results, settings.min_overlap)
     files = {"bd_rate_md": out / "bd_rate.md", "bd_rate_json": out / "bd_rate.json"}
-    files["bd_rate_md"].write_text(markdown)
+    write_atomic(files["bd_rate_md"], markdown)
     text = to_json(results, settings.method, settings.min_overlap, run_meta())
-    files["bd_rate_json"].write_text(text)
+    write_atomic(files["bd_rate_json"], text)
     log.info("\n%s", markdown)
     return files

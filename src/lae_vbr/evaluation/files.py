@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lae_vbr.atomic import write_atomic
+
 __all__ = ["markdown_table", "plain", "write_json"]
 
 
@@ -36,7 +38,7 @@ def write_json(path: str | PathLike, payload: Any, indent: int = 1) -> Path:
     """Write ``payload`` as strict JSON (see :func:`plain`), creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plain(payload), indent=indent, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(plain(payload), indent=indent, allow_nan=False) + "\n")
     return path
 
 

@@ -10,6 +10,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lae_vbr.atomic import atomic_path
+
 from .results import RDCurve
 
 if TYPE_CHECKING:
@@ -112,5 +114,6 @@ def _save(fig: Figure, path: str | PathLike) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     return path

@@ -12,6 +12,7 @@ images too small for it) are written as ``null``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -21,6 +22,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from lae_vbr.atomic import write_atomic
 from lae_vbr.errors import LaeVbrError
 
 from .files import plain, write_json
@@ -141,8 +143,9 @@ def write_rows(rows: Sequence[Mapping[str, Any]], stem: str | PathLike) -> tuple
     stem.parent.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(csv_path, table.getvalue())
     return csv_path, write_json(json_path, rows)

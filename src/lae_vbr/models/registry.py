@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lae_vbr.atomic import atomic_path
 from lae_vbr.description import CodecDescription, DescriptionError
 from lae_vbr.rate_axis import RateAxis
 
@@ -173,7 +174,8 @@ def save_codec_bundle(
     description = describe_config(cfg)
     if description is not None:
         contents["codec"] = description
-    torch.save(contents, path)
+    with atomic_path(path) as tmp:
+        torch.save(contents, tmp)
     return path
 
 

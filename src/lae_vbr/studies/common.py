@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lae_vbr.atomic import write_atomic
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.evaluation import EvalError
 from lae_vbr.evaluation.files import write_json
@@ -46,7 +47,7 @@ def write_record(
     record = {"description": description, "meta": {**(meta or {}), **run_meta()}, **payload}
     files = {"json": write_json(out / f"{stem}.json", record)}
     files["md"] = out / f"{stem}.md"
-    files["md"].write_text(f"# {title}\n\n{description}\n\n{body}")
+    write_atomic(files["md"], f"# {title}\n\n{description}\n\n{body}")
     log.info("\n%s", body)
     log.info("results: %s", out)
     return files
