@@ -22,7 +22,12 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["KEEP_FREED_MAX_PIXELS", "keep_freed_memory", "keep_freed_memory_for"]
+__all__ = [
+    "KEEP_FREED_MAX_PIXELS",
+    "keep_freed_memory",
+    "keep_freed_memory_for",
+    "release_freed_memory",
+]
 
 #: The largest image (pixels) for which ``lae-vbr`` keeps freed memory: 4K UHD, whose peak
 #: then stays within 6 GB.
@@ -52,3 +57,21 @@ def keep_freed_memory_for(pixels: int) -> bool:
     """:func:`keep_freed_memory` for a process whose largest image has ``pixels`` pixels, if
     that is at most :data:`KEEP_FREED_MAX_PIXELS`; whether it is on."""
     return pixels <= KEEP_FREED_MAX_PIXELS and keep_freed_memory()
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free memory back to the system now (glibc's ``malloc_trim``); whether
+    any was. Between the phases of one coding call that use maps of different sizes (the
+    analysis transform, then the synthesis transform: ``--psnr``, latent refinement), kept
+    freed memory would otherwise add the two phases' peaks: 4K UHD ``--psnr`` on TCM-VBR
+    N=64 peaked at 1.35× a plain compress with it kept. Changes no setting."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    return bool(libc.malloc_trim(0))

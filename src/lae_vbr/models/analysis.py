@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from lae_vbr.heap import release_freed_memory
+
 from .banded import run_layers_in_bands
 from .latent_codec import ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
@@ -61,6 +63,8 @@ class LatentAnalysis:
             encoder = model.modnet_ga
             #: the encoder LAE's λ-independent part (None without one or without its branch)
             self.context = None if encoder is None else encoder.mask.context(self.y)
+        # the analysis' freed maps: not kept for the synthesis that may follow (other sizes)
+        release_freed_memory()
 
     @property
     def num_pixels(self) -> int:

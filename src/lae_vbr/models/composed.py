@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .analysis import LatentAnalysis
 from .banded import run_layers_in_bands
+from .banded_grad import synthesise
 from .latent_codec import ARITHMETIC, DEFAULT_ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
 from .rans import SymbolsMismatchError
@@ -198,10 +199,11 @@ class ComposedCodec(LearnedCodec):
 
     def synthesis(self, y_hat: Tensor, lmbda: Tensor) -> Tensor:
         """The decoder-side LAE then ``g_s``: the padded reconstruction (in row bands without
-        autograd, as in :meth:`analysis`)."""
+        autograd, as in :meth:`analysis`; with frozen weights on a large image, its gradient in
+        row bands too: :mod:`~.banded_grad`)."""
         if self.modnet_gs is not None:
             y_hat, _ = self.modnet_gs(y_hat, lmbda)
-        return run_layers_in_bands(self.g_s, y_hat)
+        return synthesise(self.g_s, y_hat)
 
     def transforms_to_channels_last(self) -> ComposedCodec:
         """Store ``g_a``, the LAEs and ``g_s`` channels-last (NHWC); returns the model.
