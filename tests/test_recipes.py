@@ -66,7 +66,7 @@ def test_stage1_without_teachers_starts_from_one_fixed_rate_model(tmp_path: Path
     teachers = write_tiny_teachers(tmp_path / "teachers")
     no_teachers = [*TINY_RUN, *SHORT, "experiment=vbr_stage1", "stage.latent_weight=0"]
     with pytest.raises(ConfigError, match="init_from"):
-        LatentDistillationModule(to_container(make_cfg(tmp_path / "a", no_teachers)))
+        LatentDistillationModule.from_config(to_container(make_cfg(tmp_path / "a", no_teachers)))
 
     metrics = train(make_cfg(tmp_path / "b", [*no_teachers, f"init_from={teachers[-1]}"]))
     assert "train/latent_distill" not in metrics and metrics["train/lae_l2"] > 0
@@ -78,7 +78,7 @@ def test_stage1_without_teachers_starts_from_one_fixed_rate_model(tmp_path: Path
 def test_stage1_teachers_follow_the_drawn_lambda(tmp_path: Path) -> None:
     teachers = write_tiny_teachers(tmp_path / "teachers")
     overrides = [*TINY_RUN, "experiment=vbr_stage1", f"stage.teachers={list(map(str, teachers))}"]
-    module = LatentDistillationModule(to_container(make_cfg(tmp_path, overrides)))
+    module = LatentDistillationModule.from_config(to_container(make_cfg(tmp_path, overrides)))
     x = torch.rand(4, 3, 128, 128)  # a training crop: no padding
     idx = torch.tensor([0.0, 5.0, 2.0, 5.0])
     target = module.teacher_latents(x, idx)
@@ -91,7 +91,7 @@ def test_stage1_teachers_follow_the_drawn_lambda(tmp_path: Path) -> None:
     assert {id(p) for p in module.model.modnet_gs.parameters() if p.requires_grad} <= both
 
     reference = make_cfg(tmp_path, [*overrides, "stage.l2_modules=[modnet_ga]"])
-    only_ga = LatentDistillationModule(to_container(reference))
+    only_ga = LatentDistillationModule.from_config(to_container(reference))
     assert {id(p) for p in only_ga._l2_params} == {
         id(p) for p in only_ga.model.modnet_ga.parameters() if p.requires_grad
     }

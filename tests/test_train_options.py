@@ -162,7 +162,7 @@ def test_compile_wraps_the_forward_but_not_the_weights(monkeypatch: pytest.Monke
     monkeypatch.setattr(torch, "compile", Compiled)
     cfg = {**tiny_cfg(), "loss": {"_target_": "lae_vbr.losses.RateDistortionLoss",
            "lmbdas": list(PAPER_MSE_LMBDAS)}, "compile": {"mode": "reduce-overhead"}}  # fmt: skip
-    module = CompressionModule(cfg)
+    module = CompressionModule.from_config(cfg)
     keys = set(module.state_dict())
     module.setup("fit")
     compiled = module._compiled
@@ -323,7 +323,7 @@ def test_bf16_mixed_and_channels_last_train(tmp_path: Path) -> None:
 
 def test_channels_last_gives_the_same_forward() -> None:
     loss = {"_target_": "lae_vbr.losses.RateDistortionLoss", "lmbdas": list(PAPER_MSE_LMBDAS)}
-    module = CompressionModule({**tiny_cfg(), "loss": loss})
+    module = CompressionModule.from_config({**tiny_cfg(), "loss": loss})
     module.eval()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():

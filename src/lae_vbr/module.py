@@ -12,8 +12,10 @@ options there): gradients of k batches are summed (each loss divided by k), clip
 the optimisers step on every k-th batch and on the last batch of an epoch. Under DDP the
 batches in between skip the gradient all-reduce.
 
-The whole composed Hydra config is stored in the checkpoint (``hyper_parameters.cfg``), so
-``CompressionModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the model.
+The module takes its parts as objects (the codec, the loss, the optimiser options;
+``CompressionModule.from_config(cfg)`` builds them from a composed config). The config is
+stored in the checkpoint (``hyper_parameters.cfg``) with the codec description, so
+``CompressionModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the module.
 """
 
 from __future__ import annotations
@@ -44,14 +46,41 @@ __all__ = ["CompressionModule"]
 
 
 class CompressionModule(LightningModule):
-    """Training/validation of ``cfg.model`` with ``cfg.loss`` and ``cfg.optim``."""
+    """Training and validation of a codec with the λ-sampled rate-distortion loss.
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
+    Args:
+        model: the codec (a :class:`~lae_vbr.models.composed.LearnedCodec`).
+        loss: the λ-sampled loss, its λ set the model's.
+        optim: the optimiser options: ``optimizer`` and ``aux_optimizer`` (``_partial_``
+            configs), ``param_groups``, ``clip_max_norm``, ``clip_algorithm``,
+            ``accumulate_grad_batches``, ``scheduler``.
+        compile: ``torch.compile`` of the codec's forward: false, true or its options.
+        channels_last: NHWC weights and activations.
+        cfg: the composed config the run was made from, stored in checkpoints as provenance
+            (the codec description checkpoints carry is made from it). Given alone (as
+            ``load_from_checkpoint`` does), the parts are built from it (:meth:`arguments`).
+
+    From a config: ``CompressionModule.from_config(cfg)``.
+    """
+
+    def __init__(
+        self,
+        model: LearnedCodec | None = None,
+        loss: RateDistortionLoss | None = None,
+        optim: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+        cfg: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters({"cfg": dict(cfg)})
-        self.model: LearnedCodec = build_model(cfg["model"])
-        self.loss: RateDistortionLoss = instantiate(cfg["loss"])
-        self.optim_cfg = dict(cfg.get("optim", {}))
+        self.save_hyperparameters({"cfg": dict(cfg or {})})
+        if model is None or loss is None:  # load_from_checkpoint: built from the stored config
+            parts = CompressionModule.arguments(cfg or {})
+            model, loss, optim = parts["model"], parts["loss"], parts["optim"]
+            compile, channels_last = parts["compile"], parts["channels_last"]
+        self.model: LearnedCodec = model
+        self.loss: RateDistortionLoss = loss
+        self.optim_cfg = dict(optim or {})
         _check_lambda_set(self.model, self.loss)
         self.automatic_optimization = False
         self.val_metrics = torch.nn.ModuleList(
@@ -67,12 +96,30 @@ class CompressionModule(LightningModule):
         )
         self._val_images: list[tuple[Tensor, dict[int, Tensor]]] = []
         self.accumulate = _positive_int(self.optim_cfg.get("accumulate_grad_batches", 1))
-        self.compile_options = compile_options(cfg.get("compile"))
+        self.compile_options = compile_options(compile)
         # NHWC activations: faster convolutions on GPUs with tensor cores (cuDNN) under bf16.
-        self.channels_last = bool(cfg.get("channels_last", False))
+        self.channels_last = bool(channels_last)
         # torch.compile of self.model, made in setup(); kept out of the module tree so state
         # dicts and checkpoints keep their plain keys (no ``_orig_mod.``).
         self._compiled: Callable[..., dict] | None = None
+
+    @classmethod
+    def arguments(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor's parts built from a composed config (``model``, ``loss``, ``optim``,
+        ``compile``, ``channels_last``); subclasses add theirs."""
+        return {
+            "model": build_model(cfg["model"]),
+            "loss": instantiate(cfg["loss"]),
+            "optim": dict(cfg.get("optim") or {}),
+            "compile": cfg.get("compile"),
+            "channels_last": bool(cfg.get("channels_last", False)),
+        }
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> CompressionModule:
+        """The module of a composed config (what ``src/train.py`` builds): its parts built
+        first (:meth:`arguments`), then given to the constructor as objects."""
+        return cls(**cls.arguments(cfg), cfg=cfg)
 
     def setup(self, stage: str) -> None:
         """Convert to channels_last (``channels_last=true``) and compile the model's forward

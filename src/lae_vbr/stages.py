@@ -110,6 +110,16 @@ def find_teachers(
     return [p for p in found if p is not None]
 
 
+def _stage_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The stage's options, ``init_from`` and the λ values of a composed config."""
+    values = (cfg.get("lmbda") or {}).get("values")
+    return {
+        "stage": dict(cfg.get("stage") or {}),
+        "init_from": cfg.get("init_from"),
+        "lmbdas": None if values is None else [float(v) for v in values],
+    }
+
+
 class LatentDistillationModule(CompressionModule):
     """Stage 1: frozen backbone, LAEs trained with latent distillation and L2 (see module doc).
 
@@ -118,26 +128,44 @@ class LatentDistillationModule(CompressionModule):
     the largest λ, as in the paper (a frozen random backbone would make the stage pointless).
     """
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        super().__init__(cfg)
+    def __init__(
+        self,
+        *args: Any,
+        stage: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
+        lmbdas: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """:class:`CompressionModule`'s arguments, and the stage's options (``stage``), the
+        checkpoint the run starts from (``init_from``) and the λ values as configured."""
+        super().__init__(*args, **kwargs)
+        if stage is None:  # load_from_checkpoint: from the stored config
+            stage, init_from, lmbdas = _stage_options(self.hparams["cfg"]).values()
         model = self.model
         if not isinstance(model, ComposedCodec) or model.modnet_ga is None:
             raise ConfigError("stage 1 trains LAEs: use a model/lae with the encoder-side LAE")
-        stage = dict(cfg.get("stage") or {})
+        stage = dict(stage)
         self.latent_weight = float(stage.get("latent_weight", 0.03))
         self.l2_weight = float(stage.get("l2_weight", 1e-4))
-        lmbdas = [float(v) for v in cfg["lmbda"]["values"]]
-        self._teachers = self._teachers_for(stage, lmbdas, bool(cfg.get("init_from")))
+        # the λ values as configured (the loss holds them in float32)
+        lmbdas = [float(v) for v in (lmbdas if lmbdas is not None else self.loss.lmbdas.tolist())]
+        self._teachers = self._teachers_for(stage, lmbdas, bool(init_from))
 
         for part in model.backbone_modules():
             part.requires_grad_(False)
         self._l2_params = self._lae_parameters(stage.get("l2_modules", ["modnet_ga", "modnet_gs"]))
-        if not cfg.get("init_from"):  # then teachers exist (_teachers_for)
+        if not init_from:  # then teachers exist (_teachers_for)
             top = max(range(len(lmbdas)), key=lmbdas.__getitem__)
             copied, _ = copy_matching_weights(model, self._teachers[top].state_dict())
             log.info(
                 "backbone initialised from the λ=%g teacher (%d tensors)", lmbdas[top], len(copied)
             )
+
+    @classmethod
+    def arguments(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`CompressionModule.arguments` and the stage's: ``stage``, ``init_from`` and the
+        λ values as configured."""
+        return {**super().arguments(cfg), **_stage_options(cfg)}
 
     def _teachers_for(
         self, stage: Mapping[str, Any], lmbdas: list[float], has_init: bool

@@ -265,7 +265,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     module_cls = get_class(cfg.module._target_) if cfg.get("module") else CompressionModule
-    module = module_cls(to_container(cfg))
+    module = module_cls.from_config(to_container(cfg))
     if cfg.get("init_from") and not cfg.get("ckpt_path"):
         copied, skipped = copy_matching_weights(module.model, load_state_dict_file(cfg.init_from))
         log.info(

@@ -260,8 +260,18 @@ def stream_bytes(bits: float) -> int:
 
 
 def use_checked_decoding(module: nn.Module) -> nn.Module:
-    """Give every entropy model inside ``module`` (e.g. a CompressAI zoo model) the checked
-    decoder: the instances become the checked subclasses, which add no state."""
+    """Give every ``EntropyBottleneck`` and ``GaussianConditional`` inside ``module`` (e.g. a
+    CompressAI zoo model) the checked decoder and the bounded encoder: the instances become the
+    checked subclasses, which add no state.
+
+    What this covers is exactly the streams those entropy models decode themselves: z of every
+    model, and y where the model decodes it through ``GaussianConditional.decompress`` (the
+    hyperprior models, ``bmshj2018-hyperprior``, ``mbt2018-mean`` and their ``-vbr``
+    versions). It does not reach a model that decodes y with its own loop over the rANS
+    decoder: CompressAI's context models (``mbt2018``, ``cheng2020-*``) decode y serially in
+    their ``decompress``, unchecked. This project never calls that: its
+    :class:`~.compressai_backbone.CompressAIHyperprior` decodes their y with
+    :class:`CheckedRansDecoder` (and the gain peer refuses context models)."""
     upgrades = {
         EntropyBottleneck: CheckedEntropyBottleneck,
         GaussianConditional: CheckedGaussianConditional,

@@ -57,6 +57,11 @@ def _frozen_codec(path: Any, key: str) -> nn.Module:
 class LatentToyModule(LightningModule):
     """Trains the latent mapper between two frozen fixed-rate codecs (``module._target_``)."""
 
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LatentToyModule:
+        """The module of a composed config (the training task builds every module so)."""
+        return cls(cfg)
+
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": dict(cfg)})
