@@ -4,6 +4,7 @@ new one; a folder run killed and started again finishes the set."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,19 @@ def test_write_atomic_replaces_whole_and_a_failed_write_keeps_the_old_file(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # the temporary file is gone
     write_atomic(path, "new")
     assert path.read_bytes() == b"new" and oct(path.stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_links_special_files_and_permissions_are_respected(tmp_path) -> None:
+    target = tmp_path / "target.bin"
+    write_atomic(target, b"old")
+    target.chmod(0o640)
+    link = tmp_path / "link.bin"
+    link.symlink_to(target)
+    write_atomic(link, b"through the link")
+    assert link.is_symlink() and target.read_bytes() == b"through the link"
+    assert target.stat().st_mode & 0o777 == 0o640  # the replaced file's permissions
+    write_atomic(os.devnull, b"discarded")  # a device: written to, not replaced
+    assert Path(os.devnull).is_char_device()
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +95,22 @@ def test_a_crash_inside_the_write_keeps_the_old_file(files, tmp_path, where) -> 
     subprocess.run(_command(files, files["other"], out), check=True, capture_output=True)
     old = out.read_bytes()
     crash = {
-        "while writing": "pathlib.Path.write_bytes = lambda self, data: "
-                         "(open(self, 'wb').write(data[: len(data) // 2]), die())",
+        # the temporary file's writes: half of the data, then the process dies
+        "while writing": (
+            "import builtins\n"
+            "_open = builtins.open\n"
+            "class Half:\n"
+            "    def __init__(self, f): self.f = f\n"
+            "    def __enter__(self): return self\n"
+            "    def __exit__(self, *a): self.f.close()\n"
+            "    def write(self, data):\n"
+            "        self.f.write(data[: len(data) // 2]); self.f.flush(); die()\n"
+            "builtins.open = lambda file, mode='r', *a, **k: (\n"
+            "    Half(_open(file, mode, *a, **k)) if 'w' in mode and str(file).endswith('.tmp')\n"
+            "    else _open(file, mode, *a, **k))"
+        ),
         "before the rename": "os.replace = lambda *args: die()",
-    }[where]  # fmt: skip
+    }[where]
     code = (
         "import os, pathlib, signal, sys\n"
         "die = lambda: os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from lae_vbr.errors import LaeVbrError
-from lae_vbr.lean_imports import import_compressai_lean
 
 from .parser import build_parser
 from .terminal import FAILED, OK, USAGE, UsageError, fail, gc_paused
@@ -31,7 +30,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed its message (or the help)
         return exit_.code if isinstance(exit_.code, int) else USAGE
-    import_compressai_lean()  # this process codes images: CompressAI's other parts are not needed
     try:
         with gc_paused():
             return args.run(args)

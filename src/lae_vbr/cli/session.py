@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from lae_vbr.codec.request import Target
 from lae_vbr.codec.targets import TargetError
 from lae_vbr.errors import RateError
+from lae_vbr.lean_imports import import_compressai_lean
 
 from .terminal import UsageError
 
@@ -74,7 +75,9 @@ def _as_usage(check, *args) -> None:
 
 
 def load_codec_for(args: argparse.Namespace, pixels: int) -> ImageCodec:
-    """The model of ``args``, in a process set up to code images of at most ``pixels``."""
+    """The model of ``args``, in a process set up to code images of at most ``pixels``
+    (CompressAI without its subpackages this process never uses, freed memory kept)."""
+    import_compressai_lean()  # before the first import of CompressAI: the models' imports
     import torch
 
     from lae_vbr.codec.image_codec import ImageCodec

@@ -172,7 +172,12 @@ def warnings_to_stderr(progress: Progress, label: str = "") -> Iterator[None]:
         yield
     progress.clear()
     for warning in caught:
-        print(f"{PROG}: warning: {label}{warning.message}", file=sys.stderr)
+        if issubclass(warning.category, RateControlWarning):
+            print(f"{PROG}: warning: {label}{warning.message}", file=sys.stderr)
+        else:  # anything else as Python shows it
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
 def fail(message: object, code: int) -> int:

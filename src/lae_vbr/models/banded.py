@@ -42,7 +42,15 @@ from torch import Tensor, nn
 
 from .layers import ConvTransBlock
 
-__all__ = ["BAND_PIXELS", "BandGeometry", "band_geometry", "run_in_bands", "run_layers_in_bands"]
+__all__ = [
+    "BAND_PIXELS",
+    "BandGeometry",
+    "band_geometry",
+    "band_rows",
+    "band_spans",
+    "run_in_bands",
+    "run_layers_in_bands",
+]
 
 #: Pixels (of the larger of a layer's input and output) per band: about 0.26 MP, so a band of
 #: stage 0 on a 4K image is 136 of its 1088 rows and its intermediates stay near 1 GB.
@@ -143,7 +151,7 @@ def run_in_bands(
         return _overwrite_in_bands(layer, x, rows, geometry.halo)
     up, down = geometry.up, geometry.down
     out: Tensor | None = None
-    for start, stop, lo, hi in _bands(height, rows, geometry.halo):
+    for start, stop, lo, hi in band_spans(height, rows, geometry.halo):
         band = layer(x[..., lo:hi, :])
         if out is None:
             shape = (*band.shape[:-2], height * up // down, band.shape[-1])
@@ -171,7 +179,7 @@ def layer_keeps_shape(layer: nn.Module) -> bool:
     return isinstance(layer, ConvTransBlock)
 
 
-def _bands(height: int, rows: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
+def band_spans(height: int, rows: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
     """``(start, stop, lo, hi)``: the rows kept and the rows read (with the halo) per band."""
     for start in range(0, height, rows):
         stop = min(height, start + rows)
@@ -184,7 +192,7 @@ def _overwrite_in_bands(layer: nn.Module, x: Tensor, rows: int, halo: int) -> Te
     overwritten, so their input values are kept aside first."""
     height = x.shape[-2]
     above: Tensor | None = None  # input rows [start - halo, start) of the current band
-    for start, stop, lo, hi in _bands(height, rows, halo):
+    for start, stop, lo, hi in band_spans(height, rows, halo):
         band_in = x[..., lo:hi, :] if above is None else torch.cat((above, x[..., start:hi, :]), -2)
         band = layer(band_in)
         del band_in
