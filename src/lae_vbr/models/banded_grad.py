@@ -33,8 +33,17 @@ from .banded import (
     run_layers_in_bands,
 )
 
-__all__ = ["MIN_PIXELS", "gradient_in_bands", "layer_gradient", "synthesise"]
+__all__ = [
+    "GRADIENT_BAND_PIXELS",
+    "MIN_PIXELS",
+    "gradient_in_bands",
+    "layer_gradient",
+    "synthesise",
+]
 
+#: Pixels per band of a layer's gradient: a band's autograd intermediates are several times its
+#: forward's (window attention), so they are an eighth of the forward's bands.
+GRADIENT_BAND_PIXELS = BAND_PIXELS // 8
 #: Output pixels from which the banded gradient is used: below it autograd's memory is small,
 #: and the whole-map gradient (bit for bit what earlier versions computed) is kept.
 MIN_PIXELS = 4_000_000
@@ -75,7 +84,7 @@ class _BandedSynthesis(torch.autograd.Function):
         x = y
         for layer in ctx.layers:
             ctx.inputs.append(x)
-            x = run_in_bands(layer, x, max_pixels)
+            x = run_in_bands(layer, x)
         return x
 
     @staticmethod
@@ -94,7 +103,7 @@ def synthesise(transform: nn.Module, y: Tensor, max_pixels: int | None = None) -
     module), else whole."""
     if not gradient_in_bands(transform, y):
         return run_layers_in_bands(transform, y)
-    return _BandedSynthesis.apply(y, transform, max_pixels or BAND_PIXELS)
+    return _BandedSynthesis.apply(y, transform, max_pixels or GRADIENT_BAND_PIXELS)
 
 
 def gradient_in_bands(transform: nn.Module, y: Tensor) -> bool:
