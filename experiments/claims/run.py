@@ -30,13 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lae_vbr.rate_axis import PAPER_MSE_LMBDAS
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TRAIN = [sys.executable, str(ROOT / "src" / "train.py")]
 EVAL = [sys.executable, str(ROOT / "src" / "eval.py")]
 
 #: The paper's six MSE λs (conf/lmbda/paper_mse.yaml); the common start is at the largest.
-LMBDAS = (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05)
+LMBDAS = PAPER_MSE_LMBDAS
 VBR_ARMS = ("lae", "lae_no_context", "lae_encoder_only", "gain")
 #: The second seed's runs: the LAE model and the fixed-rate model at the middle of the set.
 SECOND_SEED = 43

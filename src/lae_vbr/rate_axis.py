@@ -12,25 +12,23 @@ from __future__ import annotations
 
 import bisect
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from lae_vbr.codec.container import to_float32
 from lae_vbr.errors import RateError
 
-__all__ = ["CONTROL_OPTIONS", "RATE_OPTIONS", "RateAxis", "float32", "index_of_value"]
+__all__ = ["CONTROL_OPTIONS", "PAPER_MSE_LMBDAS", "RATE_OPTIONS", "RateAxis", "index_of_value"]
+
+#: The paper's six MSE λ values (TCM's fixed-rate points); λ index i selects PAPER_MSE_LMBDAS[i].
+PAPER_MSE_LMBDAS = (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05)
 
 #: The command line's rate options, as the messages name them (``--total-size``: folders).
 RATE_OPTIONS = ("--quality Q", "--lmbda L", "--bpp TARGET", "--size BYTES", "--psnr DB")
 _ALL_OPTIONS = "--quality, --lmbda, --bpp, --size, --psnr or --total-size"
 #: The options whose λ index rate or quality control finds (and the folder's total budget).
 CONTROL_OPTIONS = ("bpp", "size", "psnr", "total_size")
-
-
-def float32(value: float) -> float:
-    """``value`` rounded to float32, as a file stores a λ index (so both ends use it exactly)."""
-    return struct.unpack("<f", struct.pack("<f", value))[0]
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ class RateAxis:
             raise RateError(
                 f"model {self.model} is variable-rate: λ index required ({self.hint()})"
             )
-        value = float32(float(lmbda_idx))
+        value = to_float32(float(lmbda_idx))  # as the file stores it
         if not (math.isfinite(value) and 0 <= value <= self.max_index):
             raise RateError(f"λ index {value:g} is outside the trained range [0, {self.max_index}]")
         return value

@@ -24,12 +24,9 @@ from os import PathLike
 from typing import Any
 
 from lae_vbr.description import CodecDescription, DescriptionError
-from lae_vbr.rate_axis import RateAxis
+from lae_vbr.rate_axis import PAPER_MSE_LMBDAS, RateAxis
 
 __all__ = ["peek_rate_axis"]
-
-#: The λ set a reference TCM-VBR state dict is taken to have (the paper's six MSE λs).
-REFERENCE_LMBDA_COUNT = 6
 
 #: Largest pickle (bytes) read from an archive: configs and key lists are far smaller.
 MAX_PICKLE_BYTES = 64 << 20
@@ -91,5 +88,6 @@ def peek_rate_axis(path: str | PathLike, default_name: str) -> RateAxis | None:
         keys = [str(k).removeprefix("module.") for k in state]
         variable = any(k.startswith("modnet_ga.") for k in keys)  # as load_codec infers it
         name = f"'{'tcm-vbr' if variable else 'tcm'}:{default_name}'"
-        return RateAxis(name, REFERENCE_LMBDA_COUNT if variable else 1)
+        # as load_codec takes it: the paper's λ set
+        return RateAxis(name, len(PAPER_MSE_LMBDAS) if variable else 1)
     return None

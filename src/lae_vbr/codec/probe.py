@@ -62,12 +62,10 @@ class ImageProbe:
 
     def __init__(self, codec: ImageCodec, x: Tensor, coder: nn.Module | None = None) -> None:
         codec.rate_axis.require_variable("rate control")
-        if not codec.model.has_rate_model:
-            raise codec.model.no_rate_model_error()
         self.codec = codec
         self.x = codec.check_image(x).to(codec.device)
-        self.analysis = codec.model.analyse(self.x)  # g_a once
-        self.rates = RateModel(codec.model, self.x, analysis=self.analysis)
+        self.rates = RateModel(codec.model, self.x)  # the model's analysis: g_a once
+        self.analysis = self.rates.analysis
         self.num_pixels = self.rates.num_pixels
         self.coder = coder  # the latent codec in the coding arithmetic, made on first use
         self._estimates: dict[float, float] = {}

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
-from lae_vbr.models.analysis import LatentAnalysis
 from lae_vbr.models.composed import LearnedCodec
 from lae_vbr.models.rate import RateError
 
@@ -104,23 +103,15 @@ class RateModel(MaskSumCurve):
         model: a variable-rate codec with an encoder-side LAE (``model.has_rate_model``).
         x: one image, (1, 3, H, W) or (3, H, W) in [0, 1]; padded as the codec pads it.
         chunk: λ indices evaluated per LAE call (they share the latent, batched).
-        analysis: the model's analysis of ``x`` when the caller has it already.
     """
 
-    def __init__(
-        self,
-        model: LearnedCodec,
-        x: Tensor,
-        chunk: int = 16,
-        analysis: LatentAnalysis | None = None,
-    ) -> None:
+    def __init__(self, model: LearnedCodec, x: Tensor, chunk: int = 16) -> None:
         if not model.has_rate_model:
             raise model.no_rate_model_error()
-        if analysis is None:
-            x = x.unsqueeze(0) if x.dim() == 3 else x
-            analysis = model.analyse(x.to(next(model.parameters()).device))
-        self.analysis = analysis
-        self.num_pixels = analysis.num_pixels
+        x = x.unsqueeze(0) if x.dim() == 3 else x
+        #: the model's analysis of ``x`` (g_a once); the probe asks it for the rest
+        self.analysis = model.analyse(x.to(next(model.parameters()).device))
+        self.num_pixels = self.analysis.num_pixels
         self.max_index = float(model.num_lmbdas - 1)
         self.chunk = chunk
 

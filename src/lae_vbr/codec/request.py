@@ -14,7 +14,6 @@ command line (one file or a folder) and Python callers use the same two.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -27,12 +26,10 @@ if TYPE_CHECKING:
 
     from .container import Bitstream
     from .image_codec import ImageCodec
+    from .rate_control import OnEncode
+    from .refine import OnStep, RefineSchedule
 
 __all__ = ["Coded", "Target", "code_image"]
-
-#: Progress callbacks: a real encode of rate control (number, at most), a refinement step.
-OnEncode = Callable[[int, int], None]
-OnStep = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -159,7 +156,7 @@ def _to_rate(
     codec: ImageCodec,
     x: Tensor,
     target: Target,
-    refine: object,
+    refine: RefineSchedule | None,
     on_encode: OnEncode | None,
     on_step: OnStep | None,
 ) -> Coded:

@@ -23,7 +23,6 @@ that cannot be analysed (the gain-based peer, which codes inside CompressAI's mo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,7 @@ from torch import Tensor, nn
 from lae_vbr.heap import release_freed_memory
 
 from .banded import run_layers_in_bands
-from .latent_codec import ARITHMETIC, in_arithmetic
+from .latent_codec import in_arithmetic
 from .padding import crop_image, pad_image
 from .rate import LambdaIndex
 
@@ -92,17 +91,12 @@ class LatentAnalysis:
     def log2_mask_sum(self, lmbda_idx: Sequence[float] | Tensor, chunk: int = 16) -> Tensor:
         """Σ log₂ m of the first image's latent at each of several λ indices (float64, CPU):
         one LAE evaluation per index, batched ``chunk`` at a time, no entropy coding."""
-        encoder = self.model.modnet_ga
-        if encoder is None:
-            raise self.model.no_rate_model_error()
         idx = torch.as_tensor(lmbda_idx, dtype=torch.float32).reshape(-1)
+        context = None if self.context is None else self.context[:1]
         sums = []
         for part in idx.split(chunk):
-            lmbda = self.model.lmbda_input(part.to(self.y.device), len(part))
             y = self.y[:1].expand(len(part), -1, -1, -1)
-            context = None if self.context is None else self.context[:1]
-            log_mask = encoder.log_mask(y, lmbda, context)
-            sums.append((log_mask.sum(dim=(1, 2, 3)) / math.log(2)).double().cpu())
+            sums.append(self.model.log2_mask_sum(y, part.to(y.device), context).double().cpu())
         return torch.cat(sums)
 
     @torch.no_grad()
@@ -132,15 +126,7 @@ class LatentAnalysis:
         code instead of the analysis' own (refined ones); ``coder``: the latent codec in
         ``arithmetic`` (:meth:`coder`), when a caller codes many times."""
         y, z = (self.latent(lmbda_idx), None) if latents is None else latents
-        dtype = ARITHMETIC[arithmetic]
-        codec = coder if coder is not None else self.coder(arithmetic)
-        coded = codec.compress(y.to(dtype), None if z is None else z.to(dtype))
-        return {
-            "strings": coded["strings"],
-            "symbols_crc": coded["symbols_crc"],
-            "arithmetic": arithmetic,
-            "shape": self.image_size,
-        }
+        return {**self.model.code_latent(y, z, arithmetic, coder), "shape": self.image_size}
 
     def coder(self, arithmetic: str) -> nn.Module:
         """The latent codec in ``arithmetic``: made once by a caller that codes many times,

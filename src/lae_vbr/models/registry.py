@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lae_vbr.atomic import atomic_path
 from lae_vbr.description import CodecDescription, DescriptionError
-from lae_vbr.rate_axis import RateAxis
+from lae_vbr.rate_axis import PAPER_MSE_LMBDAS, RateAxis
 
 from .composed import ComposedCodec, LearnedCodec
 from .gain_vbr import GainVariableRate
@@ -38,9 +38,6 @@ __all__ = [
     "load_codec",
     "save_codec_bundle",
 ]
-
-#: The paper's six MSE λ values (TCM's fixed-rate points); λ index i selects PAPER_MSE_LMBDAS[i].
-PAPER_MSE_LMBDAS = (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05)
 
 
 #: A rate method: builds the model from the fixed-rate backbone and the size of the λ set

@@ -27,7 +27,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lae_vbr.codec.rate_control import encode_to_bpp
-from lae_vbr.description import CodecDescription
 from lae_vbr.evaluation import BDResult, RDCurve, bd_rate
 from lae_vbr.evaluation.bdrate import BDSettings, write_bd_rates
 from lae_vbr.evaluation.coding import lambda_grid
@@ -36,6 +35,7 @@ from lae_vbr.evaluation.inputs import InputImage, load_test_images, open_codec, 
 from lae_vbr.evaluation.measure import Measured, RDSettings, curve_of, measure_checkpoints
 from lae_vbr.evaluation.plots import rd_plot
 from lae_vbr.evaluation.results import write_curve
+from lae_vbr.models.registry import describe_checkpoint
 from lae_vbr.models.state_dict import read_checkpoint
 
 from .common import StudyError
@@ -69,18 +69,16 @@ class Arm:
 def _identity(path: Path) -> tuple[str, float, int]:
     """(arm name, its λ for a fixed-rate model, seed) of one checkpoint."""
     checkpoint = read_checkpoint(path)
-    config = checkpoint.config or {}
-    if checkpoint.description is not None:
-        description = CodecDescription.from_dict(checkpoint.description)
-    else:
-        description = CodecDescription.from_config(config)
+    description = describe_checkpoint(checkpoint, path.stem)
+    if description is None:
+        raise StudyError(f"{path}: not a model of this project's (no codec description)")
     name = description.rate
     if name == "lae":
         options = description.rate_args
         name += "" if options.get("contextual", True) else "_no_context"
         name += "" if options.get("decoder_lae", True) else "_encoder_only"
     lmbda = description.lmbdas[0] if name == "fixed" else 0.0
-    return name, lmbda, int(config.get("seed", 0))
+    return name, lmbda, int((checkpoint.config or {}).get("seed", 0))
 
 
 def find_arms(root: Path, step: int, first_seed: int, refine_steps: int) -> list[Arm]:
