@@ -139,7 +139,7 @@ def test_digest_must_have_eight_bytes() -> None:
         (b"", "too short"),
         (b"LA", "too short"),
         (b"\x89PNG\r\n\x1a\n" + bytes(40), "wrong magic"),
-        (b"LAE\x03" + bytes(40), "unsupported format version 3"),
+        (b"LAE\x04" + bytes(40), "unsupported format version 4"),
         (b"LAE\x01\x01" + DIGEST, "truncated"),
     ],
 )

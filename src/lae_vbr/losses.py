@@ -8,6 +8,11 @@ A sample's loss grows with its λ (about 5× from the smallest to the largest of
 set), so in the plain mean the largest λs decide most of each step. ``lmbda_weight_power`` p
 weights sample i by ``(λᵢ / λ̄)^(−p)`` (λ̄: the set's geometric mean) to even that out;
 p = 0, the default, is the paper's loss.
+
+With ``quality_maps`` (a :class:`~lae_vbr.quality_maps.QualityMapSampler`) each sample gets a
+λ-index map at the latent's resolution instead, and the MSE term weights each pixel by the λ the
+map assigns there: ``255²·mean(λ(p)·(x̂(p) − x(p))²) + bpp``, which for a constant map is the
+loss above.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .models.rate import interpolate_log_linear
+from .models.rate import interpolate_log_linear, is_rate_map
+from .quality_maps import QualityMapSampler
+from .rate_axis import LATENT_STRIDE
 
 __all__ = ["MIN_MSSSIM_SIDE", "RateDistortionLoss", "bits_per_pixel", "psnr_from_mse"]
 
@@ -58,10 +65,15 @@ class RateDistortionLoss(nn.Module):
         lmbdas: the trained λ set (index i ↦ lmbdas[i]).
         distortion: ``"mse"`` or ``"ms-ssim"``.
         lmbda_weight_power: p in the per-sample weight ``(λᵢ / λ̄)^(−p)`` (0: unweighted).
+        quality_maps: draw a λ-index map per sample (region-of-interest training; MSE only).
     """
 
     def __init__(
-        self, lmbdas: Sequence[float], distortion: str = "mse", lmbda_weight_power: float = 0.0
+        self,
+        lmbdas: Sequence[float],
+        distortion: str = "mse",
+        lmbda_weight_power: float = 0.0,
+        quality_maps: QualityMapSampler | None = None,
     ) -> None:
         super().__init__()
         if distortion not in ("mse", "ms-ssim"):
@@ -70,7 +82,15 @@ class RateDistortionLoss(nn.Module):
             raise ValueError(f"λ values must be positive numbers, got {list(lmbdas)}")
         if not math.isfinite(lmbda_weight_power):
             raise ValueError(f"lmbda_weight_power must be a number, got {lmbda_weight_power}")
+        if quality_maps is not None and distortion != "mse":
+            raise ValueError(
+                "quality-map training weights each pixel's squared error by its λ: it needs "
+                "distortion=mse (lmbda=paper_mse), not ms-ssim"
+            )
+        if quality_maps is not None and len(lmbdas) < 2:
+            raise ValueError("quality-map training needs a set of at least two λ")
         self.distortion = distortion
+        self.quality_maps = quality_maps
         self.lmbda_weight_power = float(lmbda_weight_power)
         self.register_buffer("lmbdas", torch.tensor([float(v) for v in lmbdas]), persistent=False)
 
@@ -82,6 +102,21 @@ class RateDistortionLoss(nn.Module):
         """One integer λ index per sample, uniform over the set (as floats, the models' input)."""
         idx = torch.randint(self.num_lmbdas, (batch,), generator=generator)
         return idx.to(device=self.lmbdas.device, dtype=torch.float32)
+
+    def sample_rate(self, batch: int, latent_shape: tuple[int, int]) -> Tensor:
+        """The rate argument of one training batch: one λ index per sample
+        (:meth:`sample_indices`), or with ``quality_maps`` one map per sample at the latent's
+        resolution (batch, 1, h, w)."""
+        if self.quality_maps is None:
+            return self.sample_indices(batch)
+        maps = self.quality_maps(batch, latent_shape, self.num_lmbdas)
+        return maps.to(self.lmbdas.device)
+
+    def pixel_lmbdas(self, lmbda_map: Tensor, size: tuple[int, int]) -> Tensor:
+        """λ at every pixel of images of ``size`` from λ-index maps at the latent's resolution
+        (each latent position covers LATENT_STRIDE² pixels of the padded image)."""
+        grid = lmbda_map.repeat_interleave(LATENT_STRIDE, -2).repeat_interleave(LATENT_STRIDE, -1)
+        return self.lmbda_values(grid[..., : size[0], : size[1]])
 
     def lmbda_values(self, lmbda_idx: Tensor) -> Tensor:
         """λ for (possibly fractional) indices, log-linearly interpolated between set points."""
@@ -104,14 +139,23 @@ class RateDistortionLoss(nn.Module):
             if self.num_lmbdas != 1:
                 raise ValueError("lmbda_idx is required when the λ set has several values")
             lmbda_idx = torch.zeros(batch, device=target.device)
-        lmbda = self.lmbda_values(lmbda_idx.reshape(-1)).to(target.dtype)
         num_pixels = target.shape[-2] * target.shape[-1]
         bpp = bits_per_pixel(output["likelihoods"], num_pixels)
         x_hat = output["x_hat"]
-        mse = (x_hat - target).pow(2).flatten(1).mean(dim=1)
+        squared_error = (x_hat - target).pow(2)
+        mse = squared_error.flatten(1).mean(dim=1)
+        if is_rate_map(lmbda_idx):
+            if self.distortion != "mse":
+                raise ValueError("a λ-index map weights squared errors: it needs distortion=mse")
+            pixel_lmbda = self.pixel_lmbdas(lmbda_idx, target.shape[-2:]).to(target.dtype)
+            weighted_mse = (pixel_lmbda * squared_error).flatten(1).mean(dim=1)
+            lmbda = pixel_lmbda.flatten(1).mean(dim=1)
+        else:
+            lmbda = self.lmbda_values(lmbda_idx.reshape(-1)).to(target.dtype)
+            weighted_mse = lmbda * mse
         out = {"bpp": bpp, "mse": mse, "psnr": psnr_from_mse(mse.detach()), "lmbda": lmbda}
         if self.distortion == "mse":
-            per_sample = 255**2 * lmbda * mse + bpp
+            per_sample = 255**2 * weighted_mse + bpp
         else:
             out["ms_ssim"] = ms_ssim(x_hat, target)
             per_sample = lmbda * (1 - out["ms_ssim"]) + bpp

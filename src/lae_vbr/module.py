@@ -82,6 +82,7 @@ class CompressionModule(LightningModule):
         self.loss: RateDistortionLoss = loss
         self.optim_cfg = dict(optim or {})
         _check_lambda_set(self.model, self.loss)
+        _check_quality_maps(self.model, self.loss)
         self.automatic_optimization = False
         self.val_metrics = torch.nn.ModuleList(
             MetricCollection(
@@ -146,7 +147,8 @@ class CompressionModule(LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         x = batch
         opt, aux_opt = self.optimizers()
-        lmbda_idx = self.loss.sample_indices(x.shape[0]).to(x.device)
+        latent_shape = self.model.latent_shape(*x.shape[-2:])
+        lmbda_idx = self.loss.sample_rate(x.shape[0], latent_shape).to(x.device)
         out = self(x, lmbda_idx)
         terms = self.loss(out, x, lmbda_idx)
         extra = self.extra_loss_terms(out, x, lmbda_idx)
@@ -298,6 +300,15 @@ def build_model(model_cfg: Mapping[str, Any]) -> LearnedCodec:
         if isinstance(cause, LaeVbrError):
             raise ConfigError(f"model: {cause}") from cause
         raise
+
+
+def _check_quality_maps(model: LearnedCodec, loss: RateDistortionLoss) -> None:
+    """Quality-map training needs a model that takes λ-index maps (one with LAEs)."""
+    if loss.quality_maps is not None and not model.takes_rate_map:
+        raise ConfigError(
+            f"loss.quality_maps: {model.no_rate_map_error()}; train maps with model/rate=lae "
+            "(or lae_no_context, lae_encoder_only), or set loss=rd"
+        )
 
 
 def _check_lambda_set(model: LearnedCodec, loss: RateDistortionLoss) -> None:

@@ -19,7 +19,18 @@ from itertools import pairwise
 from lae_vbr.codec.container import to_float32
 from lae_vbr.errors import RateError
 
-__all__ = ["CONTROL_OPTIONS", "PAPER_MSE_LMBDAS", "RATE_OPTIONS", "RateAxis", "index_of_value"]
+__all__ = [
+    "CONTROL_OPTIONS",
+    "LATENT_STRIDE",
+    "PAPER_MSE_LMBDAS",
+    "RATE_OPTIONS",
+    "RateAxis",
+    "index_of_value",
+]
+
+#: Pixels per side of the padded image that one latent position covers (g_a's stride): a
+#: λ-index map (region-of-interest coding) has one index per such block.
+LATENT_STRIDE = 16
 
 #: The paper's six MSE λ values (TCM's fixed-rate points); λ index i selects PAPER_MSE_LMBDAS[i].
 PAPER_MSE_LMBDAS = (0.0025, 0.0035, 0.0067, 0.013, 0.025, 0.05)

@@ -144,6 +144,11 @@ class LatentDistillationModule(CompressionModule):
         model = self.model
         if not isinstance(model, ComposedCodec) or model.modnet_ga is None:
             raise ConfigError("stage 1 trains LAEs: use a model/lae with the encoder-side LAE")
+        if self.loss.quality_maps is not None:
+            raise ConfigError(
+                "stage 1 distils each sample's latent from the teacher of its one λ; train "
+                "quality maps in stage 2 (loss=rd_quality_maps with experiment=vbr_stage2)"
+            )
         stage = dict(stage)
         self.latent_weight = float(stage.get("latent_weight", 0.03))
         self.l2_weight = float(stage.get("l2_weight", 1e-4))

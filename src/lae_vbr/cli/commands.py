@@ -39,6 +39,9 @@ def compress(args: argparse.Namespace) -> int:
         return compress_folder(args)
     check_input(args.input)
     check_output(args.output)
+    if args.roi is not None and args.roi.is_dir():
+        raise UsageError(f"--roi {args.roi} is a folder, which is for a folder of images; "
+                         "give one mask file")  # fmt: skip
     target = target_of(args)
     if target.total_size is not None:
         raise UsageError("--total-size is for a folder of images; for one image use --size")
@@ -92,6 +95,13 @@ def describe(path: Path, stream: Bitstream) -> str:
     """``info``'s table: one ``key: value`` row per field."""
     if stream.lmbda_idx is None:
         rate = "fixed-rate model"
+    elif stream.rate_map is not None:
+        described = stream.describe()["quality_map"]
+        rate = (
+            f"quality map {described['rows']}×{described['cols']}, λ index "
+            f"{described['lowest_idx']:.6g}–{described['highest_idx']:.6g}, "
+            f"{described['roi_share']:.1%} above the lowest (variable-rate model)"
+        )
     else:
         rate = f"λ index {stream.lmbda_idx:.6g} (variable-rate model)"
     checks = "checksummed" if stream.checked else "no checksums"
@@ -102,6 +112,13 @@ def describe(path: Path, stream: Bitstream) -> str:
         ("image", f"{stream.width}×{stream.height} (width×height)"),
         ("bpp", f"{stream.bpp:.4f}"),
         ("coding", f"{stream.arithmetic} entropy parameters, {checks}"),
-        ("bytes", f"header {stream.overhead}, z {len(stream.z_string)}, y {len(stream.y_string)}"),
+        ("bytes", _byte_counts(stream)),
     ]
     return "\n".join(f"{key + ':':<7} {value}" for key, value in rows)
+
+
+def _byte_counts(stream: Bitstream) -> str:
+    quality_map = f", map {len(stream.map_bytes)}" if stream.rate_map is not None else ""
+    return (
+        f"header {stream.overhead}{quality_map}, z {len(stream.z_string)}, y {len(stream.y_string)}"
+    )

@@ -70,11 +70,33 @@ def _check_out_dir(out_dir: Path) -> None:
         raise UsageError(f"output folder's parent does not exist: {out_dir.parent}")
 
 
+def _masks(roi: Path | None, images: list[Path]) -> dict[Path, Path | None]:
+    """Each image's ROI mask: ``roi`` itself (one mask for all), or in a folder of masks the
+    image file's namesake (any image suffix); UsageError when an image has none."""
+    if roi is None or not roi.is_dir():
+        return dict.fromkeys(images, roi)
+    by_stem: dict[str, Path] = {}
+    for mask in sorted(roi.iterdir()):
+        if mask.is_file() and mask.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem.setdefault(mask.stem, mask)
+    missing = [path.name for path in images if path.stem not in by_stem]
+    if missing:
+        raise UsageError(
+            f"no ROI mask in {roi} for {missing[0]}"
+            + (f" and {len(missing) - 1} more image(s)" if len(missing) > 1 else "")
+            + " (one mask per image, named as the image)"
+        )
+    return {path: by_stem[path.stem] for path in images}
+
+
 def compress_folder(args: argparse.Namespace) -> int:
     """Code every image of ``args.input`` into the folder ``args.output``."""
     images = folder_images(args.input)
     _check_out_dir(args.output)
-    target = target_of(args)
+    masks = _masks(args.roi, images)
+    target = target_of(args, masks[images[0]])
+    for mask in dict.fromkeys(masks.values()):  # each mask read and checked before the model
+        target_of(args, mask)
     precheck_rate(args, target)
     outputs = _outputs(images, args.output)
     from lae_vbr.codec.images import image_pixels, read_image
@@ -88,8 +110,9 @@ def compress_folder(args: argparse.Namespace) -> int:
     total_bytes = total_pixels = 0
     with Progress() as progress:
         for path in images:
+            image_target = target if args.roi is None else target_of(args, masks[path])
             with warnings_to_stderr(progress, f"{path}: "):
-                coded = code_image(codec, read_image(path), target, progress.encode,
+                coded = code_image(codec, read_image(path), image_target, progress.encode,
                                    progress.step)  # fmt: skip
             coded.stream.write(outputs[path])
             where = f"{path} -> {outputs[path]}"

@@ -113,6 +113,30 @@ def _add_rate_options(comp: argparse.ArgumentParser) -> None:
         help="a folder only: all its files together within BYTES, one λ for every image "
         "(suffixes as for --size)",
     )
+    rate.add_argument(
+        "--quality-map",
+        type=Path,
+        metavar="MAP",
+        help="a quality per region: an 8-bit grayscale image of any size, resized to the "
+        "model's latent grid (0 = the lowest λ index, 255 = the highest); stored in the file",
+    )
+    roi = comp.add_argument_group(
+        "region of interest (with --quality, --lmbda, --bpp or --size for the background)"
+    )
+    roi.add_argument(
+        "--roi",
+        type=Path,
+        metavar="MASK",
+        help="code the mask's nonzero pixels --roi-boost λ indices above the rest (an image "
+        "of any size); for a folder, a folder of masks named as the images",
+    )
+    roi.add_argument(
+        "--roi-boost",
+        type=float,
+        metavar="D",
+        help="λ indices the region is coded above the background (default 2, clamped to the "
+        "highest index)",
+    )
 
 
 def _count(minimum: int) -> Callable[[str], int]:

@@ -14,6 +14,7 @@ import importlib.resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lae_vbr.codec.regions import read_gray
 from lae_vbr.codec.request import Target
 from lae_vbr.codec.targets import TargetError
 from lae_vbr.errors import RateError
@@ -27,8 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["check_rate", "load_codec_for", "precheck_rate", "target_of"]
 
 
-def target_of(args: argparse.Namespace) -> Target:
-    """The command's target, checked before anything is loaded (UsageError otherwise)."""
+def target_of(args: argparse.Namespace, roi: Path | None = None) -> Target:
+    """The command's target, checked before anything is loaded (UsageError otherwise): its
+    quality map and region-of-interest mask (``roi``, default ``args.roi``) read and checked
+    too."""
+    roi = args.roi if roi is None else roi
     try:
         return Target.parse(
             quality=args.quality,
@@ -37,6 +41,11 @@ def target_of(args: argparse.Namespace) -> Target:
             size=args.size,
             psnr=args.psnr,
             total_size=args.total_size,
+            quality_map=None
+            if args.quality_map is None
+            else read_gray(args.quality_map, "quality map"),
+            roi=None if roi is None else read_gray(roi, "ROI mask"),
+            roi_boost=args.roi_boost,
             refine_steps=args.refine_steps,
         )
     except TargetError as err:
@@ -63,7 +72,7 @@ def precheck_rate(args: argparse.Namespace, target: Target) -> None:
 def check_rate(codec: ImageCodec, target: Target) -> None:
     """The loaded model's own answer: a rate option exactly when it takes one, in range."""
     _as_usage(codec.rate_axis.check_given, target.kind is not None)
-    if not target.controlled and target.kind is not None:
+    if target.kind in ("quality", "lmbda"):
         _as_usage(lambda: codec.rate_index(quality=target.quality, lmbda=target.lmbda))
 
 

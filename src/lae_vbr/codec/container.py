@@ -13,6 +13,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,22 @@ __all__ = [
     "Bitstream",
     "ContainerError",
     "ModelId",
+    "RateMap",
     "read_bitstream",
     "to_float32",
 ]
 
 MAGIC = b"LAE"
 #: Version 2 records the arithmetic of the entropy parameters and checksums that detect a
-#: decoder that does not reproduce the encoder; version 1 files are still read.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: decoder that does not reproduce the encoder; version 3 adds the quality map of
+#: region-of-interest coding. A file is written in the lowest version that holds it (an image
+#: coded at one λ index is a version 2 file, byte for byte as before); versions 1 to 3 are read.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: Quality-map levels per λ index: a map stores index × MAP_LEVELS_PER_INDEX as one byte.
+MAP_LEVELS_PER_INDEX = 16
+#: Largest side of a quality map (the latent grid of a MAX_SIDE image, padded).
+MAX_MAP_SIDE = 4096
 #: How the entropy parameters were computed (``lae_vbr.models.latent_codec.ARITHMETIC``).
 ARITHMETIC_CODES = {"float32": 0, "float64": 1}
 #: Bytes of the weights digest that identify a model (see ``lae_vbr.codec.digest.weights_digest``).
@@ -53,7 +61,12 @@ MAX_FILE_BYTES = 1 << 28
 _MIN_STREAM = 8
 _VARIABLE_RATE = 0x01
 _CHECKED = 0x02  # version 2: the tables digest and the symbols CRC follow the arithmetic
-_KNOWN_FLAGS = {1: _VARIABLE_RATE, 2: _VARIABLE_RATE | _CHECKED}
+_RATE_MAP = 0x04  # version 3: a quality map's sizes follow the width, its bytes the header
+_KNOWN_FLAGS = {
+    1: _VARIABLE_RATE,
+    2: _VARIABLE_RATE | _CHECKED,
+    3: _VARIABLE_RATE | _CHECKED | _RATE_MAP,
+}
 _MAX_VARINT_BYTES = 5  # enough for any length below MAX_FILE_BYTES
 _CRC = struct.Struct("<I")
 _CRC_PAIR = struct.Struct("<II")
@@ -96,6 +109,67 @@ def to_float32(value: float) -> float:
     return _FLOAT.unpack(_FLOAT.pack(value))[0]
 
 
+@dataclass(frozen=True)
+class RateMap:
+    """A quality map: one λ index per latent position, as offsets above the file's λ index.
+
+    ``levels`` holds ``rows × cols`` bytes, row by row; level v puts its position at the file's
+    λ index (the map's base, a float32 as in any variable-rate file) plus
+    v / MAP_LEVELS_PER_INDEX. So the base stays continuous (rate control moves it as finely as
+    for one index) and the offsets are small integers. In the file the levels are
+    deflate-compressed (a box or a smooth map takes a few dozen bytes); their bytes count in the
+    file's bit rate.
+    """
+
+    rows: int
+    cols: int
+    levels: bytes
+
+    def __post_init__(self) -> None:
+        for side, value in (("rows", self.rows), ("columns", self.cols)):
+            if not 1 <= value <= MAX_MAP_SIDE:
+                raise ContainerError(f"quality map {side} {value} is outside [1, {MAX_MAP_SIDE}]")
+        if len(self.levels) != self.rows * self.cols:
+            raise ContainerError(
+                f"quality map of {self.rows}×{self.cols} needs {self.rows * self.cols} levels, "
+                f"got {len(self.levels)}"
+            )
+
+    @property
+    def highest_offset(self) -> float:
+        """The largest offset above the base, in λ indices."""
+        return max(self.levels) / MAP_LEVELS_PER_INDEX
+
+    @property
+    def roi_share(self) -> float:
+        """Share of positions above the base (the region of interest)."""
+        return sum(level > 0 for level in self.levels) / len(self.levels)
+
+    def to_bytes(self) -> bytes:
+        """The deflate stream of the levels (raw deflate, no zlib header)."""
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return packer.compress(self.levels) + packer.flush()
+
+    @classmethod
+    def from_bytes(cls, rows: int, cols: int, data: bytes) -> RateMap:
+        """Inflate a map of ``rows × cols`` levels; ContainerError for anything else (the
+        output is bounded by the declared size: no decompression bomb)."""
+        for side, value in (("rows", rows), ("columns", cols)):
+            if not 1 <= value <= MAX_MAP_SIDE:
+                raise ContainerError(f"quality map {side} {value} is outside [1, {MAX_MAP_SIDE}]")
+        expected = rows * cols
+        unpacker = zlib.decompressobj(-15)
+        try:
+            levels = unpacker.decompress(data, expected + 1)
+        except zlib.error as err:
+            raise ContainerError(f"the quality map is corrupt ({err})") from None
+        if len(levels) != expected or not unpacker.eof or unpacker.unused_data:
+            raise ContainerError(
+                f"the quality map does not hold exactly {expected} levels in {len(data)} bytes"
+            )
+        return cls(rows, cols, levels)
+
+
 def encode_varint(value: int) -> bytes:
     """Unsigned LEB128, minimally encoded (the header's size fields)."""
     out = bytearray()
@@ -115,7 +189,9 @@ class Bitstream:
     ``arithmetic`` says how the entropy parameters were computed; ``tables_crc`` (the model's
     CDF tables) and ``symbols_crc`` (the coded symbols) let the decoder prove it reproduced
     the encoder (None: not recorded, as in version 1 files). ``version`` is the format version
-    the stream was read from; it is always written as :data:`FORMAT_VERSION`.
+    the stream was read from; a file is written in the lowest version that holds it (3 with a
+    quality map, else 2). ``rate_map``: the quality map of region-of-interest coding (the
+    decoder-side LAE needs it); ``lmbda_idx`` is then the map's base (its lowest index).
     """
 
     model: ModelId
@@ -127,16 +203,29 @@ class Bitstream:
     arithmetic: str = "float32"
     tables_crc: int | None = None
     symbols_crc: int | None = None
-    version: int = FORMAT_VERSION
+    rate_map: RateMap | None = None
+    version: int = 0  # 0: the version it is written in (set on construction)
 
     def __post_init__(self) -> None:
         if self.lmbda_idx is not None:
             object.__setattr__(self, "lmbda_idx", to_float32(self.lmbda_idx))
+        if not self.version:
+            object.__setattr__(self, "version", self.write_version)
         self.validate()
 
     @property
     def variable_rate(self) -> bool:
         return self.lmbda_idx is not None
+
+    @property
+    def write_version(self) -> int:
+        """The format version this stream is written in: the lowest that holds it."""
+        return 3 if self.rate_map is not None else 2
+
+    @cached_property
+    def map_bytes(self) -> bytes:
+        """The quality map as stored (empty without one)."""
+        return b"" if self.rate_map is None else self.rate_map.to_bytes()
 
     @property
     def checked(self) -> bool:
@@ -160,6 +249,10 @@ class Bitstream:
         for crc in (self.tables_crc, self.symbols_crc):
             if crc is not None and not 0 <= crc < 1 << 32:
                 raise ContainerError("checksums are 32-bit")
+        if self.rate_map is not None and self.lmbda_idx is None:
+            raise ContainerError(
+                "a quality map needs a variable-rate file (its λ index is the base)"
+            )
         for label, data in (("z", self.z_string), ("y", self.y_string)):
             if len(data) < _MIN_STREAM or len(data) % 4:
                 raise ContainerError(
@@ -169,13 +262,20 @@ class Bitstream:
 
     # -- writing ----------------------------------------------------------------------------
     def header(self) -> bytes:
-        """Everything before the streams."""
+        """Everything before the quality map and the streams."""
         name = self.model.name.encode("utf-8")
         flags = (_VARIABLE_RATE if self.variable_rate else 0) | (_CHECKED if self.checked else 0)
+        flags |= _RATE_MAP if self.rate_map is not None else 0
         checks = _CRC_PAIR.pack(self.tables_crc, self.symbols_crc) if self.checked else b""
+        rate_map = self.rate_map
+        map_sizes = (
+            b""
+            if rate_map is None
+            else b"".join(map(encode_varint, (rate_map.rows, rate_map.cols, len(self.map_bytes))))
+        )
         parts = [
             MAGIC,
-            bytes([FORMAT_VERSION, flags]),
+            bytes([self.write_version, flags]),
             self.model.digest,
             _FLOAT.pack(self.lmbda_idx) if self.lmbda_idx is not None else b"",
             bytes([ARITHMETIC_CODES[self.arithmetic]]),
@@ -184,23 +284,24 @@ class Bitstream:
             name,
             encode_varint(self.height),
             encode_varint(self.width),
+            map_sizes,
             encode_varint(len(self.z_string)),
             encode_varint(len(self.y_string)),
         ]
         return b"".join(parts)
 
     def to_bytes(self) -> bytes:
-        body = self.header() + self.z_string + self.y_string
+        body = self.header() + self.map_bytes + self.z_string + self.y_string
         return body + _CRC.pack(zlib.crc32(body))
 
     @property
     def overhead(self) -> int:
-        """Bytes of the file that are not entropy-coded data (header and CRC)."""
+        """Bytes of the file that are not coded data (header and CRC; not the quality map)."""
         return len(self.header()) + _CRC.size
 
     @property
     def num_bytes(self) -> int:
-        return self.overhead + len(self.z_string) + len(self.y_string)
+        return self.overhead + len(self.map_bytes) + len(self.z_string) + len(self.y_string)
 
     @property
     def bpp(self) -> float:
@@ -222,8 +323,21 @@ class Bitstream:
             "z_bytes": len(self.z_string),
             "y_bytes": len(self.y_string),
             "header_bytes": self.overhead,
+            "quality_map": None if self.rate_map is None else self._describe_map(),
             "file_bytes": self.num_bytes,
             "bpp": self.bpp,
+        }
+
+    def _describe_map(self) -> dict[str, Any]:
+        rate_map = self.rate_map
+        assert rate_map is not None
+        return {
+            "rows": rate_map.rows,
+            "cols": rate_map.cols,
+            "bytes": len(self.map_bytes),
+            "lowest_idx": self.lmbda_idx,
+            "highest_idx": to_float32(self.lmbda_idx + rate_map.highest_offset),  # type: ignore[operator]
+            "roi_share": rate_map.roi_share,
         }
 
     def write(self, path: str | PathLike) -> Path:
@@ -247,7 +361,8 @@ class Bitstream:
             )
         fields = _read_header(reader, version)
         z_len, y_len = fields.pop("z_len"), fields.pop("y_len")
-        expected = reader.pos + z_len + y_len + _CRC.size
+        map_len = fields.pop("map_len", 0)
+        expected = reader.pos + map_len + z_len + y_len + _CRC.size
         if expected > len(data):
             raise ContainerError(f"truncated file: {len(data)} bytes of the {expected} declared")
         if expected < len(data):
@@ -256,9 +371,14 @@ class Bitstream:
         if zlib.crc32(memoryview(data)[: expected - _CRC.size]) != stored_crc:
             raise ContainerError("corrupted file (CRC-32 mismatch)")
         # Only checksummed bytes get here: what follows guards against files written wrongly.
-        z_start = reader.pos
+        z_start = reader.pos + map_len
+        map_sizes = fields.pop("map_sizes", None)
+        rate_map = None
+        if map_sizes is not None:
+            rate_map = RateMap.from_bytes(*map_sizes, data[reader.pos : z_start])
         return cls(
             **_checked_fields(fields, version),
+            rate_map=rate_map,
             z_string=data[z_start : z_start + z_len],
             y_string=data[z_start + z_len : z_start + z_len + y_len],
             version=version,
@@ -268,6 +388,8 @@ class Bitstream:
 def _read_header(reader: _Reader, version: int) -> dict[str, Any]:
     """The raw header fields after the version byte (bounds-checked, not yet validated)."""
     fields: dict[str, Any] = {"flags": reader.byte("flags")}
+    if fields["flags"] & ~_KNOWN_FLAGS[version]:  # they decide which fields follow
+        raise ContainerError(f"unknown flags 0x{fields['flags']:02x} for format version {version}")
     fields["digest"] = reader.take(DIGEST_SIZE, "model digest")
     variable = fields["flags"] & _VARIABLE_RATE
     fields["raw_lmbda"] = reader.take(_FLOAT.size, "λ index") if variable else None
@@ -275,16 +397,18 @@ def _read_header(reader: _Reader, version: int) -> dict[str, Any]:
     checked = version >= 2 and fields["flags"] & _CHECKED
     fields["crcs"] = reader.take(2 * _CRC.size, "checksums") if checked else None
     fields["raw_name"] = reader.take(reader.byte("name length"), "model name")
-    for key in ("height", "width", "z_len", "y_len"):
+    for key in ("height", "width"):
+        fields[key] = reader.varint(key)
+    if version >= 3 and fields["flags"] & _RATE_MAP:
+        fields["map_sizes"] = (reader.varint("map rows"), reader.varint("map columns"))
+        fields["map_len"] = reader.varint("map length")
+    for key in ("z_len", "y_len"):
         fields[key] = reader.varint(key.replace("_len", " length"))
     return fields
 
 
 def _checked_fields(fields: dict[str, Any], version: int) -> dict[str, Any]:
     """The header's values, validated, as :class:`Bitstream` arguments."""
-    flags = fields["flags"]
-    if flags & ~_KNOWN_FLAGS[version]:
-        raise ContainerError(f"unknown flags 0x{flags:02x} for format version {version}")
     arithmetic = {code: name for name, code in ARITHMETIC_CODES.items()}.get(fields["arithmetic"])
     if arithmetic is None:
         raise ContainerError(f"unknown arithmetic code {fields['arithmetic']}")

@@ -26,9 +26,9 @@ from lae_vbr.models.registry import LoadedCodec, load_codec
 from lae_vbr.models.state_dict import CheckpointError
 from lae_vbr.rate_axis import RateAxis
 
-from .container import Bitstream, ModelId
+from .container import MAP_LEVELS_PER_INDEX, Bitstream, ModelId, RateMap
 from .digest import weights_digest
-from .errors import CodecError, DecodeError, ImageError, ModelMismatchError
+from .errors import CodecError, DecodeError, ImageError, ModelMismatchError, RateError
 from .images import MAX_PIXELS
 
 __all__ = ["ImageCodec", "default_checkpoint"]
@@ -103,15 +103,57 @@ class ImageCodec:
         """The λ index for a quality (itself a λ index) or a λ value; None for fixed rate."""
         return self.rate_axis.index(quality, lmbda)
 
+    # -- quality maps -----------------------------------------------------------------------
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The grid a quality map of an image of this size lies on (the model's latent)."""
+        return self.model.latent_shape(height, width)
+
+    def check_rate_map(
+        self, lmbda_idx: float | None, rate_map: RateMap, size: tuple[int, int]
+    ) -> None:
+        """RateError unless this model takes quality maps and ``rate_map``, based at
+        ``lmbda_idx``, lies on its latent grid for an image of ``size`` and within range."""
+        if not self.model.takes_rate_map:
+            raise self.model.no_rate_map_error()
+        grid = self.latent_shape(*size)
+        if (rate_map.rows, rate_map.cols) != grid:
+            raise RateError(
+                f"the quality map is {rate_map.rows}×{rate_map.cols} but the model's latent grid "
+                f"for a {size[1]}×{size[0]} image is {grid[0]}×{grid[1]}"
+            )
+        if lmbda_idx is None or lmbda_idx + rate_map.highest_offset > self.max_index:
+            raise RateError(
+                f"the quality map reaches λ index {(lmbda_idx or 0) + rate_map.highest_offset:g}, "
+                f"beyond the trained range [0, {self.max_index}]"
+            )
+
+    def rate_input(self, lmbda_idx: float | None, rate_map: RateMap | None = None) -> Any:
+        """What the model is given for a file's rate: its λ index, or with a quality map the
+        λ-index map (1, 1, rows, cols) = base + level / 16, in float32 (the encoder's and the
+        decoder's are the same bits)."""
+        if rate_map is None:
+            return lmbda_idx
+        levels = torch.frombuffer(bytearray(rate_map.levels), dtype=torch.uint8)
+        offsets = levels.float().div_(MAP_LEVELS_PER_INDEX)
+        grid = offsets.add_(torch.tensor(lmbda_idx, dtype=torch.float32))
+        return grid.reshape(1, 1, rate_map.rows, rate_map.cols).to(self.device)
+
     # -- coding -----------------------------------------------------------------------------
-    def encode(self, x: Tensor, lmbda_idx: float | None = None) -> Bitstream:
+    def encode(
+        self, x: Tensor, lmbda_idx: float | None = None, rate_map: RateMap | None = None
+    ) -> Bitstream:
         """Code one image, (1, 3, H, W) or (3, H, W) in [0, 1], at the λ index the file will
-        record (rounded to float32 first, so the decoder uses exactly the encoder's value)."""
+        record (rounded to float32 first, so the decoder uses exactly the encoder's value).
+        With ``rate_map`` (:mod:`.regions`) the λ index is the map's base and each latent
+        position is coded at its own index (region-of-interest coding)."""
         x = self.check_image(x)
         lmbda_idx = self.check_rate(lmbda_idx)
+        if rate_map is not None:
+            self.check_rate_map(lmbda_idx, rate_map, tuple(x.shape[-2:]))
+        rate = self.rate_input(lmbda_idx, rate_map)
         with torch.inference_mode():
-            encoding = self.model.compress(x.to(self.device), lmbda_idx, self.arithmetic)
-        return self.pack(encoding, lmbda_idx)
+            encoding = self.model.compress(x.to(self.device), rate, self.arithmetic)
+        return self.pack(encoding, lmbda_idx, rate_map)
 
     def check_image(self, x: Tensor) -> Tensor:
         """``x`` as one (1, 3, H, W) float image within the size limit; ImageError if not."""
@@ -121,10 +163,15 @@ class ImageCodec:
         self._check_size(*x.shape[-2:], ImageError)
         return x
 
-    def pack(self, encoding: Mapping[str, Any], lmbda_idx: float | None) -> Bitstream:
+    def pack(
+        self,
+        encoding: Mapping[str, Any],
+        lmbda_idx: float | None,
+        rate_map: RateMap | None = None,
+    ) -> Bitstream:
         """Wrap a one-image ``compress`` result (``strings`` = [y, z], ``shape`` = the image
         size, ``arithmetic`` and ``symbols_crc`` where the model reports them) coded at
-        ``lmbda_idx``, e.g. by latent refinement."""
+        ``lmbda_idx`` (and ``rate_map`` above it), e.g. by latent refinement."""
         (y_string,), (z_string,) = encoding["strings"]
         height, width = (int(v) for v in encoding["shape"])
         crcs = encoding.get("symbols_crc")
@@ -138,6 +185,7 @@ class ImageCodec:
             arithmetic=encoding.get("arithmetic", "float32"),
             tables_crc=None if crcs is None else self.tables_crc,
             symbols_crc=None if crcs is None else int(crcs[0]),
+            rate_map=rate_map,
         )
 
     def check(self, stream: Bitstream) -> None:
@@ -157,6 +205,12 @@ class ImageCodec:
                 f"[0, {self.max_index}]"
             )
         self._check_size(stream.height, stream.width, DecodeError)
+        if stream.rate_map is not None:
+            try:
+                size = (stream.height, stream.width)
+                self.check_rate_map(stream.lmbda_idx, stream.rate_map, size)
+            except RateError as err:
+                raise DecodeError(f"the file's quality map does not fit the model: {err}") from None
         if stream.arithmetic not in self.model.arithmetics:
             raise DecodeError(f"model {self.id} cannot compute in {stream.arithmetic}")
         if stream.checked and stream.tables_crc != self.tables_crc:
@@ -173,9 +227,8 @@ class ImageCodec:
         check = {"symbols_crc": [stream.symbols_crc]} if stream.checked else {}
         try:
             with torch.inference_mode():
-                out = self.model.decompress(
-                    strings, size, stream.lmbda_idx, stream.arithmetic, **check
-                )
+                rate = self.rate_input(stream.lmbda_idx, stream.rate_map)
+                out = self.model.decompress(strings, size, rate, stream.arithmetic, **check)
         except SymbolsMismatchError as err:
             raise DecodeError(
                 f"{err}: the file is damaged, or this decoder did not reproduce the encoder's "

@@ -26,7 +26,7 @@ so the studies report the cost.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,12 +34,15 @@ from torch import Tensor, nn
 
 from lae_vbr.models.rans import stream_bytes
 
-from .container import Bitstream
+from .container import Bitstream, RateMap
 from .errors import RateError
 from .image_codec import ImageCodec
 from .rate_model import RateModel, SetRateModel
 
-__all__ = ["ImageProbe", "ProbeSet", "StreamSet", "psnr_8bit"]
+__all__ = ["ImageProbe", "ProbeSet", "Region", "StreamSet", "psnr_8bit"]
+
+#: A region of interest as rate control moves it: the quality map above each base λ index.
+Region = Callable[[float], RateMap]
 
 
 def psnr_8bit(x: Tensor, x_hat: Tensor) -> float:
@@ -58,9 +61,19 @@ class ImageProbe:
         x: the image, (1, 3, H, W) or (3, H, W) in [0, 1].
         coder: the latent codec in the coding arithmetic, when a caller coding several images
             has one (:meth:`~lae_vbr.models.analysis.LatentAnalysis.coder`).
+        region: a region of interest (:mod:`.regions`): the λ index searched is then the
+            background's, and every estimate, reconstruction and file is of the quality map
+            ``region(index)`` above it (its bytes counted). The R-λ curve that guides the
+            search stays the background's.
     """
 
-    def __init__(self, codec: ImageCodec, x: Tensor, coder: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        codec: ImageCodec,
+        x: Tensor,
+        coder: nn.Module | None = None,
+        region: Region | None = None,
+    ) -> None:
         codec.rate_axis.require_variable("rate control")
         self.codec = codec
         self.x = codec.check_image(x).to(codec.device)
@@ -68,6 +81,7 @@ class ImageProbe:
         self.analysis = self.rates.analysis
         self.num_pixels = self.rates.num_pixels
         self.coder = coder  # the latent codec in the coding arithmetic, made on first use
+        self.region = region
         self._estimates: dict[float, float] = {}
         self.estimates = self.reconstructions = self.encodes = 0
 
@@ -82,9 +96,11 @@ class ImageProbe:
         cached, since searches revisit indices."""
         idx = self.codec.check_rate(lmbda_idx)
         if idx not in self._estimates:
-            bits = self.analysis.coded_bits(idx)
+            rate_map = self._rate_map(idx)
+            bits = self.analysis.coded_bits(self.codec.rate_input(idx, rate_map))
             lengths = [stream_bytes(float(bits[k][0])) for k in ("y", "z")]
-            self._estimates[idx] = 8.0 * (sum(lengths) + self._header_bytes(idx, *lengths))
+            file_bytes = sum(lengths) + self._header_bytes(idx, rate_map, *lengths)
+            self._estimates[idx] = 8.0 * file_bytes
             self.estimates += 1
         return self._estimates[idx]
 
@@ -92,15 +108,24 @@ class ImageProbe:
         """Drop the cached estimates (to time an estimate rather than its cache)."""
         self._estimates.clear()
 
-    def _header_bytes(self, idx: float, y_bytes: int, z_bytes: int) -> int:
-        """Header and CRC of a file with streams of these lengths (the varints grow with them)."""
+    def _rate_map(self, idx: float | None) -> RateMap | None:
+        return None if self.region is None or idx is None else self.region(idx)
+
+    def _header_bytes(
+        self, idx: float | None, rate_map: RateMap | None, y_bytes: int, z_bytes: int
+    ) -> int:
+        """Header, quality map and CRC of a file with streams of these lengths (the varints
+        grow with them)."""
         strings = [[bytes(n)] for n in (y_bytes, z_bytes)]
         encoding = {"strings": strings, "shape": self.x.shape[-2:], "symbols_crc": [0]}
-        return self.codec.pack({**encoding, "arithmetic": self.codec.arithmetic}, idx).overhead
+        encoding["arithmetic"] = self.codec.arithmetic
+        stream = self.codec.pack(encoding, idx, rate_map)
+        return stream.num_bytes - y_bytes - z_bytes
 
     def reconstruct(self, lmbda_idx: float) -> Tensor:
         """The decoded image at this index, (1, 3, H, W) in [0, 1], without coding."""
-        x_hat = self.analysis.reconstruct(self.codec.check_rate(lmbda_idx))
+        idx = self.codec.check_rate(lmbda_idx)
+        x_hat = self.analysis.reconstruct(self.codec.rate_input(idx, self._rate_map(idx)))
         self.reconstructions += 1
         return x_hat
 
@@ -113,9 +138,11 @@ class ImageProbe:
         idx = self.codec.check_rate(lmbda_idx)
         if self.coder is None:
             self.coder = self.analysis.coder(self.codec.arithmetic)
-        coded = self.analysis.compress(idx, self.codec.arithmetic, coder=self.coder)
+        rate_map = self._rate_map(idx)
+        rate = self.codec.rate_input(idx, rate_map)
+        coded = self.analysis.compress(rate, self.codec.arithmetic, coder=self.coder)
         self.encodes += 1
-        return self.codec.pack(coded, idx)
+        return self.codec.pack(coded, idx, rate_map)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from torch import Tensor
 from .container import Bitstream, to_float32
 from .errors import RateError
 from .image_codec import ImageCodec
-from .probe import ImageProbe, ProbeSet, StreamSet
+from .probe import ImageProbe, ProbeSet, Region, StreamSet
 from .rate_model import MaskSumCurve
 from .search import IndexAxis, search_estimates
 from .targets import TargetError, check_positive, parse_size
@@ -429,6 +429,14 @@ def _image_encoder(
     )[0]
 
 
+def _image_probe(
+    codec: ImageCodec, x: Tensor, refine: RefineSchedule | None, region: Region | None
+) -> ImageProbe:
+    if region is not None and refine is not None:
+        raise RateError("latent refinement does not take a region of interest; drop one")
+    return ImageProbe(codec, x, region=region)
+
+
 def encode_to_bpp(
     codec: ImageCodec,
     x: Tensor,
@@ -438,6 +446,7 @@ def encode_to_bpp(
     refine: RefineSchedule | None = None,
     on_encode: OnEncode | None = None,
     on_step: OnStep | None = None,
+    region: Region | None = None,
     **options: float | None,
 ) -> RateControlResult:
     """Code ``x`` (1, 3, H, W) in [0, 1] as close as possible to ``target_bpp`` (whole file).
@@ -448,6 +457,8 @@ def encode_to_bpp(
             unrefined latent; the measured ratio file / estimate absorbs the difference).
         on_encode: progress, ``on_encode(n, max_encodes)`` before the n-th real encode;
             ``on_step`` is passed to the refinement of each (see :func:`refine_latents`).
+        region: a region of interest (:class:`~.probe.ImageProbe`): the search moves the
+            background's λ index, each file holds the quality map ``region(index)``.
         **options: ``max_encodes`` (default 2), ``tolerance`` (stop once the file is this
             close, relative; default 0.002 for ``estimate``, 0 for ``rlambda``: use every
             encode), ``start`` (λ index of the first encode or estimate; default the middle),
@@ -458,7 +469,7 @@ def encode_to_bpp(
     target = check_target_bpp(target_bpp)
     tolerance, start, max_encodes, slope = _setup(codec, method, "bpp", options)
     began = time.perf_counter()
-    probe = ImageProbe(codec, x)
+    probe = _image_probe(codec, x, refine, region)
     goal = _Goal(target * probe.num_pixels, tolerance)
     encode = _image_encoder(codec, probe, refine, on_step)
     run = _Run(probe, encode, goal, start, slope, max_encodes, on_encode)
@@ -474,6 +485,7 @@ def encode_to_size(
     refine: RefineSchedule | None = None,
     on_encode: OnEncode | None = None,
     on_step: OnStep | None = None,
+    region: Region | None = None,
     **options: float | None,
 ) -> RateControlResult:
     """Code ``x`` into a file of at most ``max_bytes`` (a number, or text such as ``"20k"``:
@@ -487,7 +499,7 @@ def encode_to_size(
     size = check_target_size(max_bytes)
     tolerance, start, max_encodes, slope = _setup(codec, method, "size", options)
     began = time.perf_counter()
-    probe = ImageProbe(codec, x)
+    probe = _image_probe(codec, x, refine, region)
     goal = _Goal(8.0 * size, tolerance, cap_bits=8.0 * size)
     encode = _image_encoder(codec, probe, refine, on_step)
     run = _Run(probe, encode, goal, start, slope, max_encodes, on_encode)

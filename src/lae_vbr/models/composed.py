@@ -28,13 +28,15 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from lae_vbr.rate_axis import LATENT_STRIDE
+
 from .analysis import LatentAnalysis
 from .banded import run_layers_in_bands
 from .banded_grad import synthesise
 from .latent_codec import ARITHMETIC, DEFAULT_ARITHMETIC, in_arithmetic
 from .padding import crop_image, pad_image
 from .rans import SymbolsMismatchError
-from .rate import LambdaIndex, RateError, lmbda_input
+from .rate import LambdaIndex, RateError, is_rate_map, lmbda_input
 from .state_dict import flatten_child_keys, register_entropy_buffer_resizing
 
 __all__ = ["Z_STRIDE", "ComposedCodec", "LearnedCodec", "Shape", "Strings"]
@@ -83,6 +85,20 @@ class LearnedCodec(CompressionModel):
         """Whether latent refinement (DLM) can run on the model."""
         return False
 
+    @property
+    def takes_rate_map(self) -> bool:
+        """Whether the model takes a λ-index map (one index per latent position, for
+        region-of-interest coding) as well as one index per image."""
+        return False
+
+    def no_rate_map_error(self) -> RateError:
+        """Why this model refuses a λ-index map."""
+        if not self.variable_rate:
+            why = "it is a fixed-rate model (one λ)"
+        else:
+            why = "its rate is set inside the model for a whole image (no LAE mask to vary)"
+        return RateError(f"{type(self).__name__} cannot code with a quality map: {why}")
+
     def analyse(self, x: Tensor) -> LatentAnalysis:
         """The model's analysis of images ``x`` (B, 3, H, W), asked at any rate setting (see
         :class:`~.analysis.LatentAnalysis`); RateError when the model cannot be analysed."""
@@ -104,9 +120,20 @@ class LearnedCodec(CompressionModel):
         return float(self.num_lmbdas - 1)
 
     def lmbda_input(self, lmbda_idx: LambdaIndex | None, batch: int) -> Tensor:
-        """The checked λ indices, shape (batch,), for a rate argument (None: the default)."""
+        """The checked λ indices, shape (batch,), or (batch, 1, h, w) for a λ-index map, for a
+        rate argument (None: the default); RateError for a map the model cannot take."""
         value = self.default_lmbda_idx if lmbda_idx is None else lmbda_idx
+        if is_rate_map(value) and not self.takes_rate_map:
+            raise self.no_rate_map_error()
         return lmbda_input(value, batch, self.num_lmbdas, self._device())
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width of y (where a λ-index map lies) for an image of this size."""
+        multiple = self.pad_multiple
+        return (
+            math.ceil(height / multiple) * multiple // LATENT_STRIDE,
+            math.ceil(width / multiple) * multiple // LATENT_STRIDE,
+        )
 
     def z_shape(self, height: int, width: int) -> tuple[int, int]:
         """Height and width of z for an image of this size (padded, then / Z_STRIDE)."""
@@ -179,6 +206,10 @@ class ComposedCodec(LearnedCodec):
     @property
     def can_refine(self) -> bool:
         return True
+
+    @property
+    def takes_rate_map(self) -> bool:
+        return self.modnet_ga is not None or self.modnet_gs is not None
 
     def analyse(self, x: Tensor) -> LatentAnalysis:
         """``g_a`` once (in row bands, as coding runs it) and the encoder LAE's

@@ -4,6 +4,10 @@
 (1/e, e), so ``log m ∈ (−1, 1)``: scaling a latent by m before unit quantisation adds about
 log₂ m bits to it, which is the paper's logarithmic R-λ model. ``f_λ`` ends in a zero layer and
 α starts at 0, so a freshly built LAE is exactly the identity.
+
+The λ index is one number per image, or a map of indices at the latent's resolution (one per
+latent position: region-of-interest coding). ``f_λ`` is evaluated once per distinct index and
+looked up, so a constant map gives bit for bit the mask of its one index.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import ConvTransBlock
+from .rate import RateError
 
 __all__ = ["LambdaEmbedding", "LatentMask", "LAE"]
 
@@ -32,12 +37,18 @@ class LambdaEmbedding(nn.Module):
         nn.init.zeros_(self.fc_layers[-1].bias)
 
     def forward(self, lmbda_idx: Tensor) -> Tensor:
-        h = lmbda_idx.reshape(-1, 1)
+        """One row of channel values per element of ``lmbda_idx``: shape (…, channels).
+
+        The MLP runs once per distinct index (then a lookup): the same index gives the same
+        bits whatever else the batch or map holds, and a map of a few quantised levels costs a
+        few rows."""
+        values, inverse = torch.unique(lmbda_idx, return_inverse=True)
+        h = values.reshape(-1, 1)
         for i, layer in enumerate(self.fc_layers):
             h = layer(h)
             if i < len(self.fc_layers) - 1:
                 h = F.relu(h)
-        return h
+        return h[inverse]
 
 
 class LatentMask(nn.Module):
@@ -74,9 +85,22 @@ class LatentMask(nn.Module):
         contextual branch): computed once, it serves every λ index of one latent."""
         return self.alpha * self.latent_attn(y) if self.contextual else None
 
+    def embedding(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
+        """f_λ as a map to add to the latent: (B, C, 1, 1) for one index per image, (B, C, h, w)
+        for a λ-index map (B, 1, h, w), which must cover y's positions one to one."""
+        if lmbda_idx.dim() != 4:
+            return self.lmd_map(lmbda_idx.reshape(-1)).reshape(-1, self.channels, 1, 1)
+        if lmbda_idx.shape[-2:] != y.shape[-2:]:
+            raise RateError(
+                f"the λ-index map is {tuple(lmbda_idx.shape[-2:])} but the latent is "
+                f"{tuple(y.shape[-2:])}; give one index per latent position"
+            )
+        return self.lmd_map(lmbda_idx[:, 0]).permute(0, 3, 1, 2)
+
     def forward(self, y: Tensor, lmbda_idx: Tensor, context: Tensor | None = None) -> Tensor:
-        """``context``: :meth:`context` of ``y``, when already computed."""
-        emb = self.lmd_map(lmbda_idx).reshape(-1, self.channels, 1, 1)
+        """``lmbda_idx``: (B,) or a map (B, 1, h, w); ``context``: :meth:`context` of ``y``,
+        when already computed."""
+        emb = self.embedding(y, lmbda_idx)
         if not self.contextual:
             return emb.expand(torch.broadcast_shapes(emb.shape, y.shape))
         return emb + (self.context(y) if context is None else context)
