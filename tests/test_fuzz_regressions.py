@@ -45,8 +45,9 @@ def test_every_regression_has_its_expected_error() -> None:
 @pytest.mark.parametrize("path", sorted(FUZZ.glob("corpus/*.lae")), ids=lambda p: p.name)
 def test_the_seed_corpus_is_real_files_of_every_version(codec, path: Path) -> None:
     stream = Bitstream.from_bytes(path.read_bytes())
-    assert stream.version == int(path.name[1])  # v1_… and v2_…
-    if stream.version == 2:  # the bundled model's own files decode
+    assert stream.version == int(path.name[1])  # v1_…, v2_… and v3_… (quality maps)
+    assert (stream.rate_map is not None) == (stream.version == 3)
+    if stream.version >= 2:  # the bundled model's own files decode
         assert codec.decode(stream).shape[-2:] == (stream.height, stream.width)
     else:  # an earlier bundle's: refused by name, before any decoding
         with pytest.raises(LaeVbrError, match="written by model"):

@@ -75,7 +75,8 @@ def test_a_constant_map_is_bit_for_bit_its_index(contextual: bool) -> None:
     assert plain["strings"] == mapped["strings"]
     assert plain["symbols_crc"] == mapped["symbols_crc"]
     decoded = model.decompress(mapped["strings"], mapped["shape"], torch.full((1, 1, *grid), 1.75))
-    assert torch.equal(decoded["x_hat"], model.decompress(plain["strings"], (70, 100), 1.75)["x_hat"])
+    direct = model.decompress(plain["strings"], (70, 100), 1.75)
+    assert torch.equal(decoded["x_hat"], direct["x_hat"])
 
 
 def test_a_map_codes_each_position_at_its_own_index() -> None:
@@ -147,7 +148,7 @@ def test_the_sampler_draws_every_kind_within_range() -> None:
 def test_map_training_needs_a_model_with_laes() -> None:
     loss = RateDistortionLoss(PAPER_MSE_LMBDAS, quality_maps=QualityMapSampler(seed=0))
     gain = GainVariableRate("mbt2018-mean-vbr", PAPER_MSE_LMBDAS, N=16, M=24)
-    with pytest.raises(ConfigError, match="loss.quality_maps"):
+    with pytest.raises(ConfigError, match=r"loss\.quality_maps"):
         CompressionModule(gain, loss)
     module = CompressionModule(_vbr().train(), loss)
     rate = loss.sample_rate(2, module.model.latent_shape(64, 64))
@@ -261,7 +262,8 @@ def test_roi_files_decode_to_what_the_encoder_reconstructs(files, codec) -> None
     with pytest.raises(RateError, match="latent grid"):
         codec.encode(x[..., :40], 1.0, rate_map)  # 180 → 256 columns padded, 40 → 128
     with pytest.raises(RateError, match="beyond the trained range"):
-        codec.encode(x, 4.0, RateMap(rate_map.rows, rate_map.cols, bytes([32]) * len(rate_map.levels)))
+        too_high = bytes([32]) * len(rate_map.levels)  # 4 + 2 > 5
+        codec.encode(x, 4.0, RateMap(rate_map.rows, rate_map.cols, too_high))
     bad = dataclasses.replace(back, width=40)
     with pytest.raises(DecodeError, match="quality map does not fit"):
         codec.decode(bad)
@@ -370,3 +372,25 @@ def test_a_folder_takes_one_mask_per_image_by_name(files, tmp_path, capsys) -> N
                  "--roi", str(masks), *model]) == 0  # fmt: skip
     for name in ("a", "b"):
         assert read_bitstream(tmp_path / "out" / f"{name}.lae").rate_map is not None
+
+
+# -- the study ----------------------------------------------------------------------------------
+def test_the_roi_study_measures_both_masks_at_equal_size(files, codec, tmp_path) -> None:
+    from lae_vbr.evaluation.inputs import load_test_images
+    from lae_vbr.studies.roi import measure_roi, roi_masks, summarise_roi, write_roi
+
+    images = load_test_images(files["root"])
+    images = [im for im in images if im.name == "img.png"]
+    masks = roi_masks(images[0].pixels)
+    assert set(masks) == {"box", "blob"} and all(0 < m.mean() < 0.5 for m in masks.values())
+    assert all(np.array_equal(masks[k], roi_masks(images[0].pixels)[k]) for k in masks)
+    rows = measure_roi(codec, images, [1.0, 3.0], boost=2.0)
+    assert len(rows) == 2 * 2 * 2  # indices × masks × (uniform, roi)
+    uniform = {(r["mask"], r["lmbda_idx"]): r["bytes"] for r in rows if r["coding"] == "uniform"}
+    for r in rows:
+        if r["coding"] == "roi":
+            assert r["map_bytes"] > 0 and r["bytes"] <= uniform[r["mask"], r["lmbda_idx"]]
+    summary = summarise_roi(rows)
+    assert {g["mask"] for g in summary["groups"]} == {"box", "blob"}
+    written = write_roi(summary, rows, tmp_path, "test")
+    assert "ROI ΔPSNR" in written["md"].read_text()
