@@ -379,8 +379,10 @@ def test_the_roi_study_measures_both_masks_at_equal_size(files, codec, tmp_path)
     from lae_vbr.evaluation.inputs import load_test_images
     from lae_vbr.studies.roi import measure_roi, roi_masks, summarise_roi, write_roi
 
-    images = load_test_images(files["root"])
-    images = [im for im in images if im.name == "img.png"]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "img.png").write_bytes(files["image"].read_bytes())
+    images = load_test_images(folder)
     masks = roi_masks(images[0].pixels)
     assert set(masks) == {"box", "blob"} and all(0 < m.mean() < 0.5 for m in masks.values())
     assert all(np.array_equal(masks[k], roi_masks(images[0].pixels)[k]) for k in masks)
@@ -392,5 +394,5 @@ def test_the_roi_study_measures_both_masks_at_equal_size(files, codec, tmp_path)
             assert r["map_bytes"] > 0 and r["bytes"] <= uniform[r["mask"], r["lmbda_idx"]]
     summary = summarise_roi(rows)
     assert {g["mask"] for g in summary["groups"]} == {"box", "blob"}
-    written = write_roi(summary, rows, tmp_path, "test")
+    written = write_roi(summary, rows, tmp_path / "out", "test")
     assert "ROI ΔPSNR" in written["md"].read_text()

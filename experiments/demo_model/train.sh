@@ -8,12 +8,15 @@
 #
 #   OMP_NUM_THREADS=1 bash experiments/demo_model/train.sh [logs/demo_model [overrides...]]
 #
-# DEMO_OUT sets where the exported model goes (default: the bundled one).
+# DEMO_OUT sets where the exported model goes (default: the bundled one). DEMO_STAGES lists
+# the stages (default: the seven of the bundled model); "... wide roi" adds stage 8,
+# experiment=demo/roi (quality-map training on the wider λ set xwide_mse, for --roi).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-logs/demo_model}
 previous=""
-for stage in fixed lae joint extend extend2 wide_lae wide; do
+read -r -a stages <<< "${DEMO_STAGES:-fixed lae joint extend extend2 wide_lae wide}"
+for stage in "${stages[@]}"; do
     out="$root/$stage"
     args=(experiment=demo/$stage "hydra.run.dir=$out")
     if [[ -f "$out/checkpoints/last.ckpt" ]]; then
