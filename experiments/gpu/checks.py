@@ -13,8 +13,9 @@ Writes ``DIR/gpu_checks.json``:
 * ``coding``: compress and decompress time of TCM-VBR N=64 on a 768×512 image, networks on the
   device (entropy coding on the CPU);
 * ``cross_device``: files of the bundled model encoded with the networks on the CPU and decoded
-  on the device, and the reverse; every decode checks the coded symbols (a mismatch is an
-  error), and the largest pixel difference against the same-device decode is kept.
+  on the device, and the reverse (one file in five with a region-of-interest quality map); every
+  decode checks the coded symbols (a mismatch is an error), and the largest pixel difference
+  against the same-device decode is kept.
 
 The images are scikit-image's bundled photos (nothing is read from outside the repository).
 """
@@ -32,8 +33,9 @@ import numpy as np
 import torch
 from skimage import data as skdata
 
-from lae_vbr.codec.container import Bitstream
+from lae_vbr.codec.container import Bitstream, RateMap
 from lae_vbr.codec.image_codec import ImageCodec
+from lae_vbr.codec.regions import GrayImage, roi_levels
 from lae_vbr.errors import LaeVbrError
 from lae_vbr.losses import RateDistortionLoss
 from lae_vbr.models import TCMVBR, CompressAIBackbone, VariableRateCodec
@@ -110,8 +112,18 @@ def coding_times(
     return {k: float(np.median(v[1:])) for k, v in times.items()}
 
 
+def _box(codec: ImageCodec, x: torch.Tensor) -> RateMap:
+    """A centred-box region 2 λ indices above index 1 (a version 3 file with a quality map)."""
+    height, width = x.shape[-2:]
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = 255
+    grid = codec.latent_shape(height, width)
+    return roi_levels(GrayImage(mask, "box"), (height, width), grid, 1.0, 2.0, codec.max_index)
+
+
 def cross_device(device: torch.device, count: int, size: int) -> dict[str, object]:
-    """Files encoded on one side, decoded on the other, symbols checked; see the module."""
+    """Files encoded on one side, decoded on the other, symbols checked; see the module (one
+    file in five carries a region-of-interest quality map)."""
     cpu = ImageCodec.load(None)
     other = ImageCodec.load(None, device=device)
     indices = np.linspace(0, cpu.rate_axis.max_index, 4)
@@ -119,9 +131,9 @@ def cross_device(device: torch.device, count: int, size: int) -> dict[str, objec
     for name, (enc, dec) in {"cpu_to_device": (cpu, other), "device_to_cpu": (other, cpu)}.items():
         ok = failed = 0
         worst = 0.0
-        for x in _photos(size, count // len(indices)):
-            for idx in indices:
-                data = enc.encode(x, float(idx)).to_bytes()
+        for x in _photos(size, count // (len(indices) + 1)):
+            for idx, rate_map in [*((float(i), None) for i in indices), (1.0, _box(enc, x))]:
+                data = enc.encode(x, idx, rate_map).to_bytes()
                 stream = Bitstream.from_bytes(data)
                 try:
                     across = dec.decode(stream).cpu()
