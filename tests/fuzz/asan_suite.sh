@@ -3,9 +3,9 @@
 #
 #   bash tests/fuzz/asan_suite.sh [PYTEST ARGS ...]      # default: the whole suite, -x -q
 #
-# The package is copied to a work folder (ASAN_WORK, default a temporary one), its extension
-# (models/_rans.c) rebuilt there with clang -fsanitize=address,undefined, and pytest runs with
-# that copy first on PYTHONPATH and the ASan runtime preloaded into Python (which is not itself
+# The repository's files are copied to a work folder (ASAN_WORK, default a temporary one), the
+# extension (models/_rans.c) rebuilt there with clang -fsanitize=address,undefined, and pytest
+# runs in that copy, first on PYTHONPATH, with the ASan runtime preloaded into Python (which is not itself
 # instrumented: every allocation is still tracked by the preloaded allocator, and every access
 # of the extension is checked). Subprocesses the tests start inherit both. A report of either
 # sanitizer aborts the run with its stack (exit non-zero); the script first checks that the
@@ -15,16 +15,19 @@ cd "$(dirname "$0")/../.."
 work=${ASAN_WORK:-$(mktemp -d)}
 py=${PYTHON:-python}
 cc=${CC_FUZZ:-clang}
-rm -rf "$work/src"
-mkdir -p "$work/src"
-cp -r src/lae_vbr "$work/src/"
-find "$work/src" -name '*.so' -delete
+shared=$($py -c 'from lae_vbr.paths import shared_dir; print(shared_dir().resolve())')
+rm -rf "$work/repo"
+mkdir -p "$work/repo"
+git ls-files -z | xargs -0 cp --parents -t "$work/repo"
+cd "$work/repo"
+work="$work/repo"
 suffix=$($py -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 include=$($py -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 ext="$work/src/lae_vbr/models/_rans$suffix"
 $cc -shared -fPIC -g -O1 -std=c99 -fno-omit-frame-pointer \
     -fsanitize=address,undefined -fno-sanitize-recover=undefined \
     -I"$include" src/lae_vbr/models/_rans.c -o "$ext"
+export LAE_VBR_SHARED="${LAE_VBR_SHARED:-$shared}"
 runtime=$($cc -print-file-name=libclang_rt.asan-x86_64.so)
 export LD_PRELOAD="$runtime"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:print_stacktrace=1"
