@@ -73,6 +73,36 @@ def test_analysis_runs_the_analysis_transform_in_bands(model, x, monkeypatch) ->
     assert calls == [128]  # the padded image, through the banded runner
 
 
+def test_large_images_recompute_the_latent_codec_for_the_same_gradient(
+    model, x, monkeypatch
+) -> None:
+    """Above MIN_PIXELS the straight-through latent codec is checkpointed (its intermediates
+    recomputed in the backward pass): the same loss and gradients as keeping them."""
+    analysis = model.analyse(x)
+
+    def gradients() -> tuple[torch.Tensor, ...]:
+        y, z = (t.clone().requires_grad_(True) for t in analysis.refinement_start(2.0))
+        out = analysis.decode_relaxed(y, z, 2.0)
+        rate = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
+        loss = rate + 100 * (out["x_hat"] - x).pow(2).sum()
+        return (loss.detach(), *torch.autograd.grad(loss, (y, z)))
+
+    kept = gradients()
+    calls: list[bool] = []
+    real = torch.utils.checkpoint.checkpoint
+
+    def spy(*args, **kwargs):
+        calls.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("lae_vbr.models.analysis.MIN_PIXELS", 0)
+    monkeypatch.setattr("lae_vbr.models.analysis.checkpoint", spy)
+    recomputed = gradients()
+    assert calls  # the checkpointed path ran
+    for a, b in zip(kept, recomputed, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_capabilities_are_asked_of_the_model(model) -> None:
     assert model.has_rate_model and model.can_refine
     fixed = hydra.utils.instantiate(tiny_cfg(lae={"enabled": False})["model"])

@@ -24,14 +24,17 @@ that cannot be analysed (the gain-based peer, which codes inside CompressAI's mo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lae_vbr.heap import release_freed_memory
 
 from .banded import run_layers_in_bands
+from .banded_grad import MIN_PIXELS
 from .latent_codec import in_arithmetic
 from .padding import crop_image, pad_image
 from .rate import LambdaIndex
@@ -140,13 +143,23 @@ class LatentAnalysis:
         y = self.latent(lmbda_idx)
         return y, self.model.latent_codec.hyper_analysis(y)
 
+    def _code_relaxed(self, y: Tensor, z: Tensor) -> dict:
+        """The latent codec with straight-through rounding. Above MIN_PIXELS its autograd
+        intermediates (the slice transforms' attention, a few GB at 4K) are not kept through
+        the synthesis: they are recomputed in the backward pass, after ``g_s``'s gradient has
+        freed its own (the same values: the pass is deterministic)."""
+        codec = self.model.latent_codec
+        if self.num_pixels < MIN_PIXELS or not torch.is_grad_enabled():
+            return codec(y, z, straight_through=True)
+        return checkpoint(partial(codec, straight_through=True), y, z, use_reentrant=False)
+
     def decode_relaxed(
         self, y: Tensor, z: Tensor, lmbda_idx: LambdaIndex | None, bfloat16: bool = False
     ) -> dict:
         """Differentiable coding of (y, z): the latent codec with straight-through rounding,
         then the decoder path (under bfloat16 autocast if ``bfloat16``). ``{"x_hat"``: the
         cropped image in [0, 1] in y's dtype, ``"likelihoods"}``."""
-        coded = self.model.latent_codec(y, z, straight_through=True)
+        coded = self._code_relaxed(y, z)
         with torch.autocast(y.device.type, torch.bfloat16, enabled=bfloat16):
             x_hat = self.model.synthesis(coded["y_hat"], self.lmbda(lmbda_idx))
         x_hat = crop_image(x_hat.to(y.dtype), *self.image_size).clamp(0, 1)

@@ -4,7 +4,8 @@ Latent refinement back-propagates an image loss through ``g_s`` to the latent. A
 every layer's intermediates at full size for that: on a 3840×2160 photo, TCM-VBR N=64 needed
 more than 16 GB, against 6.4 GB for a plain compress. With the weights frozen, the backward
 pass can instead go layer by layer, each layer in row bands: the forward pass runs banded
-without autograd, as coding does, keeping only each layer's input; then, from the last layer
+without autograd, as coding does, keeping only the input of each resolution stage's first
+layer (the others are recomputed from it in the backward pass); then, from the last layer
 to the first, each band of a layer's input (with the halo its output rows depend on,
 :mod:`.banded`) is run forward with autograd and the gradient of the band's own output rows is
 back-propagated to it; the input gradients of the bands add up, and the layer's kept input is
@@ -73,6 +74,19 @@ def layer_gradient(layer: nn.Module, x: Tensor, grad_out: Tensor, max_pixels: in
     return grad_in
 
 
+def _stage_starts(layers: list[nn.Module]) -> set[int]:
+    """The layers whose input the forward pass keeps: the first, and each one after a layer
+    that changes the map's size (the start of a resolution stage). The others' inputs are
+    recomputed in the backward pass from the stage's start, at the cost of re-running the
+    stage's first layers, so that no more than two full-resolution maps live at once."""
+    starts = {0}
+    for i, layer in enumerate(layers[:-1]):
+        geometry = band_geometry(layer)
+        if geometry is None or geometry.up != geometry.down:
+            starts.add(i + 1)
+    return starts
+
+
 class _BandedSynthesis(torch.autograd.Function):
     """``g_s(y)`` whose backward pass goes layer by layer in row bands (see the module)."""
 
@@ -80,10 +94,12 @@ class _BandedSynthesis(torch.autograd.Function):
     def forward(ctx, y: Tensor, transform: nn.Sequential, max_pixels: int) -> Tensor:
         ctx.layers, ctx.max_pixels = list(transform), max_pixels
         ctx.autocast = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
-        ctx.inputs = []  # each layer's input, released as the backward pass leaves it
+        starts = _stage_starts(ctx.layers)
+        ctx.kept = {}  # the stage starts' inputs, released as the backward pass leaves them
         x = y
-        for layer in ctx.layers:
-            ctx.inputs.append(x)
+        for i, layer in enumerate(ctx.layers):
+            if i in starts:
+                ctx.kept[i] = x
             x = run_in_bands(layer, x)
         return x
 
@@ -92,9 +108,22 @@ class _BandedSynthesis(torch.autograd.Function):
         enabled, dtype = ctx.autocast
         grad = grad_out
         with torch.autocast("cpu", dtype=dtype, enabled=enabled):
-            for layer in reversed(ctx.layers):
-                grad = layer_gradient(layer, ctx.inputs.pop(), grad, ctx.max_pixels)
+            for i in reversed(range(len(ctx.layers))):
+                x = _input_of(ctx.layers, ctx.kept, i)
+                grad = layer_gradient(ctx.layers[i], x, grad, ctx.max_pixels)
+                ctx.kept.pop(i, None)
+                del x
         return grad, None, None
+
+
+def _input_of(layers: list[nn.Module], kept: dict[int, Tensor], i: int) -> Tensor:
+    """Layer ``i``'s input: kept, or recomputed (banded, no autograd) from the nearest kept
+    input before it, as the forward pass computed it."""
+    start = max(k for k in kept if k <= i)
+    x = kept[start]
+    for layer in layers[start:i]:
+        x = run_in_bands(layer, x)
+    return x
 
 
 def synthesise(transform: nn.Module, y: Tensor, max_pixels: int | None = None) -> Tensor:
