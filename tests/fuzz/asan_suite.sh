@@ -3,8 +3,8 @@
 #
 #   bash tests/fuzz/asan_suite.sh [PYTEST ARGS ...]      # default: the whole suite, -x -q
 #
-# The repository's files are copied to a work folder (ASAN_WORK, default a temporary one), the
-# extension (models/_rans.c) rebuilt there with clang -fsanitize=address,undefined, and pytest
+# The repository is cloned (its committed state) into a work folder (ASAN_WORK, default a
+# temporary one), the extension (models/_rans.c) rebuilt there with clang -fsanitize=address,undefined, and pytest
 # runs in that copy, first on PYTHONPATH, with the ASan runtime preloaded into Python (which is not itself
 # instrumented: every allocation is still tracked by the preloaded allocator, and every access
 # of the extension is checked). Subprocesses the tests start inherit both. A report of either
@@ -17,8 +17,7 @@ py=${PYTHON:-python}
 cc=${CC_FUZZ:-clang}
 shared=$($py -c 'from lae_vbr.paths import shared_dir; print(shared_dir().resolve())')
 rm -rf "$work/repo"
-mkdir -p "$work/repo"
-git ls-files -z | xargs -0 cp --parents -t "$work/repo"
+git clone -q --no-local . "$work/repo"
 cd "$work/repo"
 work="$work/repo"
 suffix=$($py -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
@@ -43,4 +42,7 @@ echo "asan_suite: $ext (ASan + UBSan) with $runtime preloaded"
 if [[ $# -eq 0 ]]; then
     set -- -x -q tests
 fi
-$py -m pytest -p no:cacheprovider "$@"
+# ASan's allocator replaces glibc's malloc, whose settings for freed memory (lae_vbr.heap) this
+# test measures: it cannot hold under ASan and says nothing about the extension.
+$py -m pytest -p no:cacheprovider \
+    --deselect tests/test_heap.py::test_freed_maps_are_reused_without_page_faults "$@"
