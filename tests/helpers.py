@@ -70,6 +70,18 @@ def randomize_lae(lae: nn.Module, scale: float = 0.05, seed: int = 0) -> None:
         lae.mask.alpha.fill_(0.1)
 
 
+def tiny_codec_with_laes(scale: float = 0.05) -> tuple[dict, nn.Module]:
+    """The config and model of the tiny TCM-VBR (seed 0) with λ-dependent LAE masks."""
+    import hydra
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = hydra.utils.instantiate(cfg["model"])
+    randomize_lae(model.modnet_ga, scale, seed=1)
+    randomize_lae(model.modnet_gs, scale, seed=2)
+    return cfg, model
+
+
 def write_tiny_teachers(folder: Path, lmbdas: Sequence[float] = PAPER_MSE_LMBDAS) -> list[Path]:
     """One fixed-rate tiny TCM per λ, laid out as a ``fixed_tcm`` sweep (stage-1 teachers)."""
     paths = []

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import randomize_lae, tiny_cfg, write_noisy_ramp
+from helpers import tiny_cfg, tiny_codec_with_laes, write_noisy_ramp
 from lae_vbr.cli import main
 from lae_vbr.codec.container import MAX_SIDE, Bitstream, ContainerError, ModelId, read_bitstream
 from lae_vbr.codec.digest import weights_digest
@@ -46,11 +46,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Checkpoints (variable-rate with λ-dependent LAEs, its fp16 twin, fixed-rate) and a
     test image."""
     root = tmp_path_factory.mktemp("codec")
-    torch.manual_seed(0)
-    cfg = tiny_cfg()
-    vbr = hydra.utils.instantiate(cfg["model"])
-    randomize_lae(vbr.modnet_ga, seed=1)
-    randomize_lae(vbr.modnet_gs, seed=2)
+    cfg, vbr = tiny_codec_with_laes()
     fixed_cfg = tiny_cfg(lae={"enabled": False})
     write_noisy_ramp(root / "img.png", 48, 70, noise=20, seed=0)
     return {

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 
-from helpers import randomize_lae, tiny_cfg, tiny_tcm, write_noisy_ramp
+from helpers import tiny_cfg, tiny_codec_with_laes, tiny_tcm, write_noisy_ramp
 from lae_vbr.cli import main
 from lae_vbr.codec.container import read_bitstream
 from lae_vbr.codec.errors import RateError
@@ -35,11 +34,7 @@ STEPS = 4
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("refine")
-    torch.manual_seed(0)
-    cfg = tiny_cfg()
-    vbr = hydra.utils.instantiate(cfg["model"])
-    randomize_lae(vbr.modnet_ga, 0.5, seed=1)
-    randomize_lae(vbr.modnet_gs, 0.5, seed=2)
+    cfg, vbr = tiny_codec_with_laes(0.5)
     fixed_cfg = tiny_cfg(lae={"enabled": False})
     fixed_cfg["lmbda"]["values"] = [0.013]
     write_noisy_ramp(root / "img.png", 80, 96, noise=20, seed=1)

@@ -15,7 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import randomize_lae, tiny_cfg, tiny_tcm, tiny_vbr, write_noisy_ramp
+from helpers import (
+    randomize_lae,
+    tiny_cfg,
+    tiny_codec_with_laes,
+    tiny_tcm,
+    tiny_vbr,
+    write_noisy_ramp,
+)
 from lae_vbr.cli import main
 from lae_vbr.codec.container import Bitstream, ContainerError, ModelId, RateMap, read_bitstream
 from lae_vbr.codec.errors import DecodeError, RateError
@@ -211,11 +218,7 @@ def test_damaged_or_inconsistent_maps_are_refused() -> None:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("roi")
-    torch.manual_seed(0)
-    cfg = tiny_cfg()
-    vbr = hydra.utils.instantiate(cfg["model"])
-    randomize_lae(vbr.modnet_ga, seed=1)
-    randomize_lae(vbr.modnet_gs, seed=2)
+    cfg, vbr = tiny_codec_with_laes()
     mask = np.zeros((60, 90), np.uint8)
     mask[15:45, 30:60] = 255
     Image.fromarray(mask).save(root / "mask.png")
