@@ -30,7 +30,7 @@ from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.images import read_image
 from lae_vbr.codec.probe import psnr_8bit
 from lae_vbr.codec.rate_control import encode_to_bpp, encode_to_size
-from lae_vbr.codec.regions import GrayImage, quality_map_levels, read_gray, roi_levels
+from lae_vbr.codec.regions import GrayImage, RoiRegion, quality_map_levels, read_gray
 from lae_vbr.codec.request import Target, code_image
 from lae_vbr.codec.targets import TargetError
 from lae_vbr.config import ConfigError
@@ -245,7 +245,7 @@ def test_roi_files_decode_to_what_the_encoder_reconstructs(files, codec) -> None
     x = read_image(files["image"])
     mask = read_gray(files["root"] / "mask.png", "ROI mask")
     grid = codec.latent_shape(120, 180)
-    rate_map = roi_levels(mask, (120, 180), grid, 1.0, 2.0, codec.max_index)
+    rate_map = RoiRegion.of(mask, (120, 180), grid, 2.0, codec.max_index)(1.0)
     stream = codec.encode(x, 1.0, rate_map)
     back = Bitstream.from_bytes(stream.to_bytes())
     decoded = codec.decode(back)
@@ -274,7 +274,7 @@ def test_roi_files_decode_to_what_the_encoder_reconstructs(files, codec) -> None
 
 def test_roi_is_clamped_to_the_highest_index() -> None:
     mask = GrayImage(np.full((4, 4), 255, np.uint8), "all")
-    rate_map = roi_levels(mask, (64, 64), (4, 4), 4.5, 2.0, 5)
+    rate_map = RoiRegion.of(mask, (64, 64), (4, 4), 2.0, 5)(4.5)
     assert rate_map.highest_offset == 0.5
     base, quality = quality_map_levels(GrayImage(np.array([[0, 255]], np.uint8), "m"),
                                        (64, 128), (4, 8), 5)  # fmt: skip
@@ -286,8 +286,7 @@ def test_rate_control_with_a_roi_meets_the_target(files, codec) -> None:
     mask = read_gray(files["root"] / "mask.png", "ROI mask")
     grid = codec.latent_shape(120, 180)
 
-    def region(base: float) -> RateMap:
-        return roi_levels(mask, (120, 180), grid, base, 2.0, codec.max_index)
+    region = RoiRegion.of(mask, (120, 180), grid, 2.0, codec.max_index)
 
     low, high = (codec.encode(x, b, region(b)).bpp for b in (0.0, 3.0))
     target = (low + high) / 2

@@ -35,7 +35,7 @@ from skimage import data as skdata
 
 from lae_vbr.codec.container import Bitstream, RateMap
 from lae_vbr.codec.image_codec import ImageCodec
-from lae_vbr.codec.regions import GrayImage, roi_levels
+from lae_vbr.codec.regions import GrayImage, RoiRegion
 from lae_vbr.errors import LaeVbrError
 from lae_vbr.losses import RateDistortionLoss
 from lae_vbr.models import TCMVBR, CompressAIBackbone, VariableRateCodec
@@ -118,7 +118,7 @@ def _box(codec: ImageCodec, x: torch.Tensor) -> RateMap:
     mask = np.zeros((height, width), np.uint8)
     mask[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = 255
     grid = codec.latent_shape(height, width)
-    return roi_levels(GrayImage(mask, "box"), (height, width), grid, 1.0, 2.0, codec.max_index)
+    return RoiRegion.of(GrayImage(mask, "box"), (height, width), grid, 2.0, codec.max_index)(1.0)
 
 
 def cross_device(device: torch.device, count: int, size: int) -> dict[str, object]:

@@ -26,7 +26,7 @@ so the studies report the cost.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,11 +38,9 @@ from .container import Bitstream, RateMap
 from .errors import RateError
 from .image_codec import ImageCodec
 from .rate_model import RateModel, SetRateModel
+from .regions import Region
 
-__all__ = ["ImageProbe", "ProbeSet", "Region", "StreamSet", "psnr_8bit"]
-
-#: A region of interest as rate control moves it: the quality map above each base λ index.
-Region = Callable[[float], RateMap]
+__all__ = ["ImageProbe", "ProbeSet", "StreamSet", "psnr_8bit"]
 
 
 def psnr_8bit(x: Tensor, x_hat: Tensor) -> float:

@@ -34,8 +34,9 @@ from torch import Tensor
 from .container import Bitstream, to_float32
 from .errors import RateError
 from .image_codec import ImageCodec
-from .probe import ImageProbe, ProbeSet, Region, StreamSet
+from .probe import ImageProbe, ProbeSet, StreamSet
 from .rate_model import MaskSumCurve
+from .regions import Region
 from .search import IndexAxis, search_estimates
 from .targets import TargetError, check_positive, parse_size
 

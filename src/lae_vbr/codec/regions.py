@@ -14,6 +14,7 @@ Pure numpy and Pillow: masks and maps are read and checked before a model is loa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -26,7 +27,10 @@ from lae_vbr.rate_axis import LATENT_STRIDE
 from .container import MAP_LEVELS_PER_INDEX, RateMap, to_float32
 from .targets import TargetError
 
-__all__ = ["GrayImage", "quality_map_levels", "read_gray", "roi_levels"]
+__all__ = ["GrayImage", "Region", "RoiRegion", "quality_map_levels", "read_gray"]
+
+#: A region of interest as rate control moves it: the quality map above each base λ index.
+Region = Callable[[float], RateMap]
 
 #: Pillow modes read as 8-bit gray (colour images are converted with ITU-R 601 luma).
 _GRAY_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})
@@ -99,17 +103,32 @@ def quality_map_levels(
     return base, RateMap(grid[0], grid[1], levels.tobytes())
 
 
-def roi_levels(
-    mask: GrayImage,
-    image_size: tuple[int, int],
-    grid: tuple[int, int],
-    base: float,
-    boost: float,
-    max_index: int,
-) -> RateMap:
-    """The map of a region of interest: ``boost`` indices above ``base`` on every block that
-    holds a nonzero pixel of the mask (resized to the image), clamped to the highest index."""
-    roi = _blocks(mask.pixels, image_size, grid, nearest=True).max(axis=2) > 0
-    level = min(round(boost * MAP_LEVELS_PER_INDEX), _levels_within(base, max_index))
-    levels = np.where(roi, max(level, 0), 0).astype(np.uint8)
-    return RateMap(grid[0], grid[1], levels.tobytes())
+@dataclass(frozen=True, eq=False)
+class RoiRegion:
+    """A region of interest on the latent grid, asked for its quality map at any background
+    index (what rate control moves): ``boost`` indices above the base on every block that holds
+    a nonzero pixel of the mask, clamped to the highest index. The blocks are found once
+    (:meth:`of`), not at each base a search tries."""
+
+    blocks: np.ndarray  # (rows, cols) bool: the ROI's blocks
+    boost: float
+    max_index: int
+
+    @classmethod
+    def of(
+        cls,
+        mask: GrayImage,
+        image_size: tuple[int, int],
+        grid: tuple[int, int],
+        boost: float,
+        max_index: int,
+    ) -> RoiRegion:
+        """The region of ``mask`` (resized to the image) for an image of ``image_size``."""
+        roi = _blocks(mask.pixels, image_size, grid, nearest=True).max(axis=2) > 0
+        return cls(roi, boost, max_index)
+
+    def __call__(self, base: float) -> RateMap:
+        level = min(round(self.boost * MAP_LEVELS_PER_INDEX), _levels_within(base, self.max_index))
+        levels = np.where(self.blocks, max(level, 0), 0).astype(np.uint8)
+        rows, cols = self.blocks.shape
+        return RateMap(rows, cols, levels.tobytes())

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from lae_vbr.rate_axis import CONTROL_OPTIONS
 
-from .regions import GrayImage
+from .regions import GrayImage, Region
 from .targets import TargetError, parse_size
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
     from .container import Bitstream, RateMap
     from .image_codec import ImageCodec
-    from .probe import Region
     from .rate_control import OnEncode
     from .refine import OnStep, RefineSchedule
 
@@ -193,7 +192,7 @@ def code_image(
 def _with_region(codec: ImageCodec, x: Tensor, target: Target, on_encode: OnEncode | None) -> Coded:
     """A quality map, or a region of interest above a background set by quality, λ, bit rate
     or size (:mod:`.regions`)."""
-    from .regions import quality_map_levels, roi_levels
+    from .regions import RoiRegion, quality_map_levels
 
     size = (int(x.shape[-2]), int(x.shape[-1]))
     grid = codec.latent_shape(*size)
@@ -202,12 +201,8 @@ def _with_region(codec: ImageCodec, x: Tensor, target: Target, on_encode: OnEnco
         codec.rate_axis.require_variable("a quality map")
         base, rate_map = quality_map_levels(target.quality_map, size, grid, top)
         return Coded(codec.encode(x, base, rate_map), _region_note(rate_map, base))
-    roi = target.roi
-    assert roi is not None
-
-    def region(base: float) -> RateMap:
-        return roi_levels(roi, size, grid, base, target.roi_boost, top)
-
+    assert target.roi is not None
+    region = RoiRegion.of(target.roi, size, grid, target.roi_boost, top)
     if target.controlled:
         coded = _to_rate(codec, x, target, None, on_encode, None, region)
         stream = coded.stream

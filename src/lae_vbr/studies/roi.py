@@ -28,10 +28,10 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from lae_vbr.codec.container import Bitstream, RateMap
+from lae_vbr.codec.container import Bitstream
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.rate_control import RateControlWarning, encode_to_size
-from lae_vbr.codec.regions import GrayImage, roi_levels
+from lae_vbr.codec.regions import GrayImage, RoiRegion
 from lae_vbr.data.tensors import tensor_to_uint8
 from lae_vbr.evaluation.coding import lambda_grid
 from lae_vbr.evaluation.files import markdown_table
@@ -111,11 +111,7 @@ def roi_at_size(
     picks so that the file fits ``max_bytes`` (the nearest end, silently, when it cannot)."""
     size = (int(x.shape[-2]), int(x.shape[-1]))
     gray = GrayImage(mask.astype(np.uint8) * 255, "mask")
-    latent_grid = codec.latent_shape(*size)
-
-    def region(base: float) -> RateMap:
-        return roi_levels(gray, size, latent_grid, base, boost, codec.max_index)
-
+    region = RoiRegion.of(gray, size, codec.latent_shape(*size), boost, codec.max_index)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RateControlWarning)
         return encode_to_size(codec, x, max_bytes, region=region).stream  # type: ignore[return-value]
