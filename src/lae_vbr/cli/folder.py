@@ -95,8 +95,9 @@ def compress_folder(args: argparse.Namespace) -> int:
     _check_out_dir(args.output)
     masks = _masks(args.roi, images)
     target = target_of(args, masks[images[0]])
-    for mask in dict.fromkeys(masks.values()):  # each mask read and checked before the model
-        target_of(args, mask)
+    for mask in dict.fromkeys(masks.values()):  # every mask checked before the model
+        if mask != masks[images[0]]:
+            target_of(args, mask)
     precheck_rate(args, target)
     outputs = _outputs(images, args.output)
     from lae_vbr.codec.images import image_pixels, read_image
@@ -110,7 +111,8 @@ def compress_folder(args: argparse.Namespace) -> int:
     total_bytes = total_pixels = 0
     with Progress() as progress:
         for path in images:
-            image_target = target if args.roi is None else target_of(args, masks[path])
+            same = masks[path] == masks[images[0]]  # one mask for all: read once
+            image_target = target if same else target_of(args, masks[path])
             with warnings_to_stderr(progress, f"{path}: "):
                 coded = code_image(codec, read_image(path), image_target, progress.encode,
                                    progress.step)  # fmt: skip

@@ -126,9 +126,7 @@ class RateMap:
     levels: bytes
 
     def __post_init__(self) -> None:
-        for side, value in (("rows", self.rows), ("columns", self.cols)):
-            if not 1 <= value <= MAX_MAP_SIDE:
-                raise ContainerError(f"quality map {side} {value} is outside [1, {MAX_MAP_SIDE}]")
+        _check_map_sides(self.rows, self.cols)
         if len(self.levels) != self.rows * self.cols:
             raise ContainerError(
                 f"quality map of {self.rows}×{self.cols} needs {self.rows * self.cols} levels, "
@@ -154,9 +152,7 @@ class RateMap:
     def from_bytes(cls, rows: int, cols: int, data: bytes) -> RateMap:
         """Inflate a map of ``rows × cols`` levels; ContainerError for anything else (the
         output is bounded by the declared size: no decompression bomb)."""
-        for side, value in (("rows", rows), ("columns", cols)):
-            if not 1 <= value <= MAX_MAP_SIDE:
-                raise ContainerError(f"quality map {side} {value} is outside [1, {MAX_MAP_SIDE}]")
+        _check_map_sides(rows, cols)  # before inflating: bounds the output
         expected = rows * cols
         unpacker = zlib.decompressobj(-15)
         try:
@@ -168,6 +164,12 @@ class RateMap:
                 f"the quality map does not hold exactly {expected} levels in {len(data)} bytes"
             )
         return cls(rows, cols, levels)
+
+
+def _check_map_sides(rows: int, cols: int) -> None:
+    for side, value in (("rows", rows), ("columns", cols)):
+        if not 1 <= value <= MAX_MAP_SIDE:
+            raise ContainerError(f"quality map {side} {value} is outside [1, {MAX_MAP_SIDE}]")
 
 
 def encode_varint(value: int) -> bytes:

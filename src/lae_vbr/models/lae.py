@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import ConvTransBlock
-from .rate import RateError
+from .rate import RateError, is_rate_map
 
 __all__ = ["LambdaEmbedding", "LatentMask", "LAE"]
 
@@ -88,7 +88,7 @@ class LatentMask(nn.Module):
     def embedding(self, y: Tensor, lmbda_idx: Tensor) -> Tensor:
         """f_λ as a map to add to the latent: (B, C, 1, 1) for one index per image, (B, C, h, w)
         for a λ-index map (B, 1, h, w), which must cover y's positions one to one."""
-        if lmbda_idx.dim() != 4:
+        if not is_rate_map(lmbda_idx):
             return self.lmd_map(lmbda_idx.reshape(-1)).reshape(-1, self.channels, 1, 1)
         if lmbda_idx.shape[-2:] != y.shape[-2:]:
             raise RateError(
