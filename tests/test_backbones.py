@@ -85,6 +85,35 @@ def test_wrapper_keeps_compressai_keys_and_outputs(arch: str) -> None:
     assert {k for k in vbr.state_dict() if not k.startswith("modnet_")} == set(plain.state_dict())
 
 
+@pytest.mark.parametrize("arch", sorted(TINY_BACKBONES))
+def test_recomputed_hyper_synthesis_gives_the_same_gradients(arch: str, monkeypatch) -> None:
+    """Latent refinement of large images recomputes h_s in the backward pass: the same rate
+    and gradients as keeping its intermediates."""
+    torch.manual_seed(0)
+    codec = CompressAIBackbone(arch, **TINY_BACKBONES[arch]).eval().latent_codec
+    codec.requires_grad_(False)
+    y0 = 4 * torch.randn(1, codec.h_a[0].in_channels, 8, 8)
+
+    def rate_and_gradients(recompute: bool) -> tuple[torch.Tensor, ...]:
+        y = y0.clone().requires_grad_(True)
+        z = codec.hyper_analysis(y).detach().requires_grad_(True)
+        out = codec(y, z, straight_through=True, recompute=recompute)
+        rate = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
+        rate = rate + out["y_hat"].square().sum()
+        return (rate.detach(), *torch.autograd.grad(rate, (y, z)))
+
+    kept = rate_and_gradients(False)
+    calls: list[bool] = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(
+        "lae_vbr.models.entropy.checkpoint", lambda *a, **k: calls.append(True) or real(*a, **k)
+    )
+    recomputed = rate_and_gradients(True)
+    assert calls == [True] and kept[1].abs().sum() > 0
+    for a, b in zip(kept, recomputed, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_lae_changes_the_rate_of_a_compressai_backbone() -> None:
     torch.manual_seed(0)
     model = build_codec(CompressAIBackbone("mbt2018-mean", N=32, M=64), LAE).eval()

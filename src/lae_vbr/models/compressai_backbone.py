@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .composed import ComposedCodec
 from .compressai_compat import bottleneck_medians
-from .entropy import bottleneck_likelihood, gaussian_likelihood, ste_round
+from .entropy import bottleneck_likelihood, gaussian_likelihood, run_network, ste_round
 from .rans import (
     CdfTables,
     CheckedRansDecoder,
@@ -94,7 +94,13 @@ class CompressAIHyperprior(nn.Module):
             return ste_round(y)
         return self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
 
-    def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
+    def forward(
+        self,
+        y: Tensor,
+        z: Tensor | None = None,
+        straight_through: bool = False,
+        recompute: bool = False,
+    ) -> dict:
         z = self.hyper_analysis(y) if z is None else z
         if straight_through:
             z_offset = bottleneck_medians(self.entropy_bottleneck)
@@ -103,7 +109,7 @@ class CompressAIHyperprior(nn.Module):
         else:
             z_hat, z_likelihoods = self.entropy_bottleneck(z)
         context = self._context_input(y, straight_through) if self.autoregressive else None
-        scales, means = self._gaussian(self.h_s(z_hat), context)
+        scales, means = self._gaussian(run_network(self.h_s, z_hat, recompute), context)
         if straight_through:
             centre = 0 if means is None else means
             y_hat = ste_round(y - centre) + centre

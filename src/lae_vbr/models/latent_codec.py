@@ -34,6 +34,7 @@ from .entropy import (
     LikelihoodStep,
     bottleneck_likelihood,
     build_slice_transforms,
+    run_network,
     run_slices,
     ste_round,
 )
@@ -69,11 +70,20 @@ class LatentCodec(Protocol):
     ``straight_through`` asks for the likelihoods of the rounded values with an identity
     gradient (latent refinement); otherwise training mode adds noise and eval mode rounds, as
     in CompressAI. ``z`` may be given to code a hyper-latent other than ``hyper_analysis(y)``.
+    ``recompute`` asks forward not to keep its networks' autograd intermediates but to
+    recompute them in the backward pass, one network at a time
+    (:func:`~lae_vbr.models.entropy.run_network`; latent refinement of large images).
     """
 
     def hyper_analysis(self, y: Tensor) -> Tensor: ...
 
-    def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
+    def forward(
+        self,
+        y: Tensor,
+        z: Tensor | None = None,
+        straight_through: bool = False,
+        recompute: bool = False,
+    ) -> dict:
         """``{"y_hat", "likelihoods": {"y", "z"}, "z"}``."""
         ...
 
@@ -162,7 +172,13 @@ class TCMLatentCodec(nn.Module):
     def hyper_analysis(self, y: Tensor) -> Tensor:
         return self.h_a(y)
 
-    def forward(self, y: Tensor, z: Tensor | None = None, straight_through: bool = False) -> dict:
+    def forward(
+        self,
+        y: Tensor,
+        z: Tensor | None = None,
+        straight_through: bool = False,
+        recompute: bool = False,
+    ) -> dict:
         """Quantise y slice by slice; likelihoods of y and z (see :class:`LatentCodec`)."""
         z = self.hyper_analysis(y) if z is None else z
         z_offset = bottleneck_medians(self.entropy_bottleneck)
@@ -172,7 +188,9 @@ class TCMLatentCodec(nn.Module):
         else:
             _, z_likelihoods = self.entropy_bottleneck(z)
         step = LikelihoodStep(y, self.num_slices, self.gaussian_conditional, straight_through)
-        y_hat = run_slices(self, self.h_mean_s(z_hat), self.h_scale_s(z_hat), y.shape[-2:], step)
+        means = run_network(self.h_mean_s, z_hat, recompute)
+        scales = run_network(self.h_scale_s, z_hat, recompute)
+        y_hat = run_slices(self, means, scales, y.shape[-2:], step, recompute)
         return {"y_hat": y_hat, "likelihoods": {"y": step.likelihood(), "z": z_likelihoods}, "z": z}
 
     def compress(self, y: Tensor, z: Tensor | None = None) -> dict:
