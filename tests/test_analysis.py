@@ -99,8 +99,9 @@ def test_large_images_recompute_the_latent_codec_for_the_same_gradient(
     monkeypatch.setattr("lae_vbr.models.analysis.MIN_PIXELS", 0)
     monkeypatch.setattr("lae_vbr.models.entropy.checkpoint", spy)
     recomputed = gradients()
-    # the hyper-syntheses and the five networks of each slice, each checkpointed alone
-    assert len(calls) == 2 + 5 * model.latent_codec.num_slices
+    # the hyper-syntheses, and per slice: mean attention, mean transform, scale attention with
+    # its transform, LRP
+    assert len(calls) == 2 + 4 * model.latent_codec.num_slices
     for a, b in zip(kept, recomputed, strict=True):
         assert torch.equal(a, b)
 

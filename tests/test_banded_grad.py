@@ -54,6 +54,29 @@ def test_each_layers_gradient_in_bands_equals_the_whole_layers(g_s) -> None:
     assert banded_layers >= 3  # the larger maps were cut into bands
 
 
+@pytest.mark.parametrize("max_pixels", [200, 700])
+def test_gradient_written_over_the_input_is_the_same_bit_for_bit(g_s, max_pixels) -> None:
+    """The backward pass writes a layer's gradient over its recomputed input (one full map
+    less): the same values as accumulating into a new map, band halos included."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 64, 32, 48, generator=gen)
+    banded_layers = 0
+    for layer in g_s:
+        out = layer(x)
+        grad_out = torch.randn(out.shape, generator=gen)
+        expected = layer_gradient(layer, x, grad_out, max_pixels)
+        mine = x.clone()
+        got = layer_gradient(layer, mine, grad_out, max_pixels, overwrite=True)
+        assert torch.equal(got, expected)
+        geometry = band_geometry(layer)
+        height, width = x.shape[-2:]
+        if band_rows(geometry, height, width, max_pixels) + 2 * geometry.halo < height:
+            assert got.data_ptr() == mine.data_ptr()  # banded: written over the input
+            banded_layers += 1
+        x = out
+    assert banded_layers >= 3
+
+
 def test_small_images_and_trainable_weights_take_the_whole_map(g_s) -> None:
     y = torch.randn(1, 64, 8, 12, requires_grad=True)
     assert not banded_grad.gradient_in_bands(g_s, y)  # below MIN_PIXELS

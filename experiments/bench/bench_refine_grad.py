@@ -5,7 +5,7 @@
     OMP_NUM_THREADS=1 python experiments/bench/bench_refine_grad.py banded 1024
     OMP_NUM_THREADS=1 python experiments/bench/bench_refine_grad.py whole 1024
 
-The latent codec with straight-through rounding (``models/entropy.py``, ``run_network``):
+The latent codec with straight-through rounding (``models/entropy.py``, ``run_networks``):
 every autograd intermediate kept, the codec checkpointed as a whole (recomputed at once in the
 backward pass), or each network recomputed alone (what refinement of large images runs)::
 

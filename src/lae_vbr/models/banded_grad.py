@@ -8,9 +8,13 @@ without autograd, as coding does, keeping only the input of each resolution stag
 layer (the others are recomputed from it in the backward pass); then, from the last layer
 to the first, each band of a layer's input (with the halo its output rows depend on,
 :mod:`.banded`) is run forward with autograd and the gradient of the band's own output rows is
-back-propagated to it; the input gradients of the bands add up, and the layer's kept input is
-released. Each output row belongs to one band and is computed there from exactly the inputs it
-depends on, so the sum is the layer's gradient (up to the order of float additions).
+back-propagated to it; the input gradients of the bands add up, written over the layer's input
+where the pass made that input itself (recomputed, or kept and no longer needed). Each output
+row belongs to one band and is computed there from exactly the inputs it depends on, so the
+sum is the layer's gradient (up to the order of float additions). Shape-keeping layers also
+overwrite their input in the forward pass and in the recomputations, as coding does; so at
+most three full maps of a stage live at once (its kept input, the gradient arriving, and the
+input being overwritten by its gradient).
 
 :func:`synthesise` picks this path when it pays off and applies: ``g_s`` is an
 ``nn.Sequential``, no weight of it asks for a gradient, the map is on the CPU and its output
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 
 from .banded import (
     BAND_PIXELS,
+    BandGeometry,
     band_geometry,
     band_rows,
     band_spans,
@@ -50,9 +55,12 @@ GRADIENT_BAND_PIXELS = BAND_PIXELS // 8
 MIN_PIXELS = 4_000_000
 
 
-def layer_gradient(layer: nn.Module, x: Tensor, grad_out: Tensor, max_pixels: int) -> Tensor:
+def layer_gradient(
+    layer: nn.Module, x: Tensor, grad_out: Tensor, max_pixels: int, overwrite: bool = False
+) -> Tensor:
     """The gradient of ``sum(layer(x) * grad_out)`` with respect to ``x``, in row bands of
-    ``x`` where the layer has a band geometry (whole otherwise)."""
+    ``x`` where the layer has a band geometry (whole otherwise). ``overwrite``: ``x`` belongs
+    to the caller alone, and the banded gradient is written over it (one full map less)."""
     geometry = band_geometry(layer)
     height = x.shape[-2]
     rows = 0 if geometry is None else band_rows(geometry, height, x.shape[-1], max_pixels)
@@ -61,24 +69,67 @@ def layer_gradient(layer: nn.Module, x: Tensor, grad_out: Tensor, max_pixels: in
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(layer(part), part, grad_out)
         return grad
-    up, down = geometry.up, geometry.down
+    if overwrite:
+        return _gradient_over_input(layer, x, grad_out, rows, geometry)
     grad_in = torch.zeros_like(x)
     for start, stop, lo, hi in band_spans(height, rows, geometry.halo):
-        part = x[..., lo:hi, :].detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = layer(part)[..., (start - lo) * up // down : (stop - lo) * up // down, :]
-        rows_out = grad_out[..., start * up // down : stop * up // down, :]
-        (grad,) = torch.autograd.grad(out, part, rows_out.to(out.dtype))
+        grad = _band_gradient(layer, x[..., lo:hi, :], grad_out, (start, stop, lo), geometry)
         grad_in[..., lo:hi, :] += grad.to(grad_in.dtype)
-        del out, grad, part
+        del grad
     return grad_in
+
+
+def _band_gradient(
+    layer: nn.Module,
+    band_in: Tensor,
+    grad_out: Tensor,
+    span: tuple[int, int, int],
+    geometry: BandGeometry,
+) -> Tensor:
+    """The gradient, with respect to the band's input rows ``band_in`` (from row ``lo``), of
+    the band's own output rows (``start`` to ``stop`` in input rows) against ``grad_out``."""
+    start, stop, lo = span
+    up, down = geometry.up, geometry.down
+    part = band_in.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = layer(part)[..., (start - lo) * up // down : (stop - lo) * up // down, :]
+    rows_out = grad_out[..., start * up // down : stop * up // down, :]
+    (grad,) = torch.autograd.grad(out, part, rows_out.to(out.dtype))
+    return grad
+
+
+def _gradient_over_input(
+    layer: nn.Module, x: Tensor, grad_out: Tensor, rows: int, geometry: BandGeometry
+) -> Tensor:
+    """:func:`layer_gradient` written over ``x``, band by band from the top. A band reads
+    ``halo`` input rows above its own that the band before has overwritten (so their values
+    are kept aside first), and its gradient reaches ``halo`` rows below its own, which the
+    next band still reads as input (so that part is held until then). Each row's
+    contributions add up in the same order as in :func:`layer_gradient`."""
+    height, halo = x.shape[-2], geometry.halo
+    above: Tensor | None = None  # input rows [start - halo, start)
+    pending: Tensor | None = None  # gradient rows [start, hi of the band before)
+    for start, stop, lo, hi in band_spans(height, rows, halo):
+        band_in = x[..., lo:hi, :] if above is None else torch.cat((above, x[..., start:hi, :]), -2)
+        grad = _band_gradient(layer, band_in, grad_out, (start, stop, lo), geometry)
+        grad = grad.to(x.dtype)
+        del band_in
+        above = x[..., stop - halo : stop, :].clone() if stop < height else None
+        x[..., lo:start, :] += grad[..., : start - lo, :]  # rows already final: add
+        rest = grad[..., start - lo :, :]  # rows [start, hi)
+        if pending is not None:
+            rest[..., : pending.shape[-2], :] = pending + rest[..., : pending.shape[-2], :]
+        x[..., start:stop, :] = rest[..., : stop - start, :]
+        pending = rest[..., stop - start :, :].clone()
+        del grad, rest
+    return x
 
 
 def _stage_starts(layers: list[nn.Module]) -> set[int]:
     """The layers whose input the forward pass keeps: the first, and each one after a layer
     that changes the map's size (the start of a resolution stage). The others' inputs are
     recomputed in the backward pass from the stage's start, at the cost of re-running the
-    stage's first layers, so that no more than two full-resolution maps live at once."""
+    stage's first layers, so that no more than three full-resolution maps live at once."""
     starts = {0}
     for i, layer in enumerate(layers[:-1]):
         geometry = band_geometry(layer)
@@ -100,7 +151,7 @@ class _BandedSynthesis(torch.autograd.Function):
         for i, layer in enumerate(ctx.layers):
             if i in starts:
                 ctx.kept[i] = x
-            x = run_in_bands(layer, x)
+            x = run_in_bands(layer, x, in_place=_made_here(x, y, ctx.kept))
         return x
 
     @staticmethod
@@ -109,9 +160,10 @@ class _BandedSynthesis(torch.autograd.Function):
         grad = grad_out
         with torch.autocast("cpu", dtype=dtype, enabled=enabled):
             for i in reversed(range(len(ctx.layers))):
-                x = _input_of(ctx.layers, ctx.kept, i)
-                grad = layer_gradient(ctx.layers[i], x, grad, ctx.max_pixels)
-                ctx.kept.pop(i, None)
+                given = ctx.kept[0]
+                x = ctx.kept.pop(i) if i in ctx.kept else _input_of(ctx.layers, ctx.kept, i)
+                owned = _made_here(x, given, ctx.kept)
+                grad = layer_gradient(ctx.layers[i], x, grad, ctx.max_pixels, overwrite=owned)
                 del x
         return grad, None, None
 
@@ -122,8 +174,15 @@ def _input_of(layers: list[nn.Module], kept: dict[int, Tensor], i: int) -> Tenso
     start = max(k for k in kept if k <= i)
     x = kept[start]
     for layer in layers[start:i]:
-        x = run_in_bands(layer, x)
+        x = run_in_bands(layer, x, in_place=_made_here(x, kept[start], kept))
     return x
+
+
+def _made_here(x: Tensor, given: Tensor, kept: dict[int, Tensor]) -> bool:
+    """Whether ``x`` is a map made by the pass itself, neither the input it was given nor a
+    kept one, so that a shape-keeping layer may overwrite it (one full map less)."""
+    ours = x.untyped_storage().data_ptr()
+    return all(ours != t.untyped_storage().data_ptr() for t in (given, *kept.values()))
 
 
 def synthesise(transform: nn.Module, y: Tensor, max_pixels: int | None = None) -> Tensor:

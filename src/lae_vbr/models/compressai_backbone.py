@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .composed import ComposedCodec
 from .compressai_compat import bottleneck_medians
-from .entropy import bottleneck_likelihood, gaussian_likelihood, run_network, ste_round
+from .entropy import bottleneck_likelihood, gaussian_likelihood, run_networks, ste_round
 from .rans import (
     CdfTables,
     CheckedRansDecoder,
@@ -109,7 +109,9 @@ class CompressAIHyperprior(nn.Module):
         else:
             z_hat, z_likelihoods = self.entropy_bottleneck(z)
         context = self._context_input(y, straight_through) if self.autoregressive else None
-        scales, means = self._gaussian(run_network(self.h_s, z_hat, recompute), context)
+        scales, means = self._gaussian(
+            run_networks([z_hat], self.h_s, recompute=recompute), context
+        )
         if straight_through:
             centre = 0 if means is None else means
             y_hat = ste_round(y - centre) + centre

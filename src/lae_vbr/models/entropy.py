@@ -10,7 +10,7 @@ is a small strategy object passed to :func:`run_slices`:
 * :class:`DecodeStep`      (decompress): symbols read back from the rANS streams.
 
 With ``recompute``, the slice networks keep only their inputs for the backward pass
-(:func:`run_network`): latent refinement of large images, where keeping the networks' autograd
+(:func:`run_networks`): latent refinement of large images, where keeping the networks' autograd
 intermediates (the window attention of 2 × S SWAtten blocks) is what dominates the memory.
 """
 
@@ -39,7 +39,7 @@ __all__ = [
     "EncodeStep",
     "DecodeStep",
     "run_slices",
-    "run_network",
+    "run_networks",
     "bottleneck_likelihood",
     "gaussian_likelihood",
 ]
@@ -244,20 +244,30 @@ class DecodeStep:
         return symbols_crc(self.symbols[b], start)
 
 
-def run_network(network: nn.Module, x: Tensor, recompute: bool = False) -> Tensor:
-    """``network(x)``; with ``recompute`` (and autograd on), its autograd intermediates are not
-    kept: the backward pass recomputes them from ``x`` when it reaches this network, so only
-    one network's intermediates live at a time (``torch.utils.checkpoint``, non-reentrant).
-    The network must be deterministic (eval mode); the gradients are those of keeping them.
+def run_networks(inputs: Sequence[Tensor], *networks: nn.Module, recompute: bool = False) -> Tensor:
+    """The ``networks`` applied in turn to the channel concatenation of ``inputs``.
+
+    With ``recompute`` (and autograd on), their autograd intermediates, the concatenation
+    included, are not kept: the backward pass recomputes them from ``inputs`` when it reaches
+    them (``torch.utils.checkpoint``, non-reentrant), so only the inputs, which the slice loop
+    holds anyway, stay alive until then, and one call's intermediates at a time after. The
+    networks must be deterministic (eval mode); the gradients are those of keeping them.
 
     On TCM-VBR N=64's latent codec at a 2048×2048 image's latent (128×128), straight-through
     forward and backward peaked at 7.03 GB keeping every intermediate, 7.62 GB with the latent
     codec checkpointed as a whole, and 3.27 GB with each network recomputed alone, in 34.4 s
     against 32.5 s (model 0.95 GB, one thread; ``experiments/bench/bench_refine_grad.py
     latent-{kept,whole,networks} 2048``)."""
+
+    def apply(*parts: Tensor) -> Tensor:
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        for network in networks:
+            x = network(x)
+        return x
+
     if recompute and torch.is_grad_enabled():
-        return checkpoint(network, x, use_reentrant=False)
-    return network(x)
+        return checkpoint(apply, *inputs, use_reentrant=False)
+    return apply(*inputs)
 
 
 def run_slices(
@@ -272,21 +282,21 @@ def run_slices(
 
     ``step`` decides how each slice is quantised; everything else is shared by training,
     compression, decompression and latent refinement. ``recompute``: the slice networks'
-    intermediates are recomputed in the backward pass instead of kept (:func:`run_network`).
+    intermediates are recomputed in the backward pass instead of kept (:func:`run_networks`).
     """
     h, w = y_hw
     num_slices = len(codec.cc_mean_transforms)
     max_support = codec.max_support_slices
     y_hat_slices: list[Tensor] = []
-
-    run = partial(run_network, recompute=recompute)
+    run = partial(run_networks, recompute=recompute)
     for i in range(num_slices):
         support = y_hat_slices if max_support < 0 else y_hat_slices[:max_support]
-        mean_support = run(codec.atten_mean[i], torch.cat([latent_means, *support], dim=1))
-        mu = run(codec.cc_mean_transforms[i], mean_support)[:, :, :h, :w]
-        scale_support = run(codec.atten_scale[i], torch.cat([latent_scales, *support], dim=1))
-        scale = run(codec.cc_scale_transforms[i], scale_support)[:, :, :h, :w]
+        mean_support = run([latent_means, *support], codec.atten_mean[i])
+        mu = run([mean_support], codec.cc_mean_transforms[i])[:, :, :h, :w]
+        # the scale side's attention feeds one transform only: the two recomputed together
+        scale_networks = (codec.atten_scale[i], codec.cc_scale_transforms[i])
+        scale = run([latent_scales, *support], *scale_networks)[:, :, :h, :w]
         y_hat_slice = step(i, mu, scale)
-        lrp = run(codec.lrp_transforms[i], torch.cat([mean_support, y_hat_slice], dim=1))
+        lrp = run([mean_support, y_hat_slice], codec.lrp_transforms[i])
         y_hat_slices.append(y_hat_slice + 0.5 * torch.tanh(lrp))
     return torch.cat(y_hat_slices, dim=1)

@@ -34,7 +34,7 @@ from .entropy import (
     LikelihoodStep,
     bottleneck_likelihood,
     build_slice_transforms,
-    run_network,
+    run_networks,
     run_slices,
     ste_round,
 )
@@ -72,7 +72,7 @@ class LatentCodec(Protocol):
     in CompressAI. ``z`` may be given to code a hyper-latent other than ``hyper_analysis(y)``.
     ``recompute`` asks forward not to keep its networks' autograd intermediates but to
     recompute them in the backward pass, one network at a time
-    (:func:`~lae_vbr.models.entropy.run_network`; latent refinement of large images).
+    (:func:`~lae_vbr.models.entropy.run_networks`; latent refinement of large images).
     """
 
     def hyper_analysis(self, y: Tensor) -> Tensor: ...
@@ -188,8 +188,8 @@ class TCMLatentCodec(nn.Module):
         else:
             _, z_likelihoods = self.entropy_bottleneck(z)
         step = LikelihoodStep(y, self.num_slices, self.gaussian_conditional, straight_through)
-        means = run_network(self.h_mean_s, z_hat, recompute)
-        scales = run_network(self.h_scale_s, z_hat, recompute)
+        means = run_networks([z_hat], self.h_mean_s, recompute=recompute)
+        scales = run_networks([z_hat], self.h_scale_s, recompute=recompute)
         y_hat = run_slices(self, means, scales, y.shape[-2:], step, recompute)
         return {"y_hat": y_hat, "likelihoods": {"y": step.likelihood(), "z": z_likelihoods}, "z": z}
 
