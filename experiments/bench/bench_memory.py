@@ -59,7 +59,7 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _image(path: Path, height: int, width: int):
+def tiled_image(path: Path, height: int, width: int):
     """kodim01 mirror-tiled (numpy's symmetric padding) to height × width, as (1, 3, H, W)."""
     import numpy as np
     import torch
@@ -71,7 +71,7 @@ def _image(path: Path, height: int, width: int):
     return torch.from_numpy(tiled.copy()).permute(2, 0, 1)[None].float().div(255)
 
 
-def _model(untiled: bool, layout: str):
+def bench_model(untiled: bool, layout: str):
     """Seeded untrained TCM-VBR N=64; ``untiled`` switches bands and chunks off; ``layout``
     ``nhwc``: the transforms channels-last (not ImageCodec's default: with it, 4K compress
     peaked at 7.36 GB, against 5.67 GB in NCHW)."""
@@ -90,7 +90,7 @@ def _model(untiled: bool, layout: str):
     return model
 
 
-def _control(phase: str, model, x, lmbda_index: float) -> dict:
+def coding_path(phase: str, model, x, lmbda_index: float) -> dict:
     """One coding path above the model (``--control``), through ImageCodec; its record."""
     import warnings
 
@@ -143,12 +143,12 @@ def worker(args: argparse.Namespace) -> None:
     limit = int(args.max_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     height, width = _parse_size(args.size)
-    model = _model(args.untiled, args.layout)
-    x = _image(args.image, height, width) if args.phase != "decompress" else None
+    model = bench_model(args.untiled, args.layout)
+    x = tiled_image(args.image, height, width) if args.phase != "decompress" else None
     baseline = _rss_gb()
     wall, cpu = time.perf_counter(), time.process_time()
     if args.phase in CONTROL_PHASES:
-        extra = _control(args.phase, model, x, args.lmbda_index)
+        extra = coding_path(args.phase, model, x, args.lmbda_index)
     else:
         with torch.inference_mode():
             extra = _plain(args, model, x, height, width)

@@ -346,8 +346,9 @@ def refine_encode(
     x = x.to(codec.device)
     analysis = analysis if analysis is not None else model.analyse(x)
     result = refine_latents(model, x, lmbda, lmbda_idx, schedule, on_step, analysis)
-    # the descent's freed maps, kept, would add their peak to the coding's: 4K UHD on
-    # TCM-VBR N=64 peaked at 9.10 GB with them, against 6.72 GB before coding
+    # the descent's freed maps, kept, would add the coding's peak to theirs: at 2048×2048 on
+    # TCM-VBR N=64 the coding raised the peak from 4.21 to 5.45 GB with them kept, and not at
+    # all (4.25 GB) with them released (experiments/bench/probe_refine_phases.py)
     release_freed_memory()
     encoding = analysis.compress(lmbda_idx, codec.arithmetic, latents=(result.y, result.z))
     return codec.pack(encoding, lmbda_idx), result

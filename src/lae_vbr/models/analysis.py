@@ -143,7 +143,7 @@ class LatentAnalysis:
 
     def _code_relaxed(self, y: Tensor, z: Tensor) -> dict:
         """The latent codec with straight-through rounding. Above MIN_PIXELS its networks'
-        autograd intermediates (the slice transforms' attention: 6.1 GB at 2048×2048) are not
+        autograd intermediates (the slice transforms' attention: 6.0 GB at 2048×2048) are not
         kept: each network's are recomputed alone in the backward pass (the same values: the
         networks are deterministic; see :func:`~.entropy.run_networks`)."""
         recompute = self.num_pixels >= MIN_PIXELS

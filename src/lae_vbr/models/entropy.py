@@ -254,10 +254,9 @@ def run_networks(inputs: Sequence[Tensor], *networks: nn.Module, recompute: bool
     networks must be deterministic (eval mode); the gradients are those of keeping them.
 
     On TCM-VBR N=64's latent codec at a 2048×2048 image's latent (128×128), straight-through
-    forward and backward peaked at 7.03 GB keeping every intermediate, 7.62 GB with the latent
-    codec checkpointed as a whole, and 3.27 GB with each network recomputed alone, in 34.4 s
-    against 32.5 s (model 0.95 GB, one thread; ``experiments/bench/bench_refine_grad.py
-    latent-{kept,whole,networks} 2048``)."""
+    forward and backward peaked at 6.98 GB keeping every intermediate and at 2.82 GB with the
+    slice loop's calls recomputed (model 0.95 GB, one thread;
+    ``experiments/bench/bench_refine_grad.py latent-kept|latent-networks 2048``)."""
 
     def apply(*parts: Tensor) -> Tensor:
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
