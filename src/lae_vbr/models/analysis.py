@@ -144,8 +144,8 @@ class LatentAnalysis:
     def _code_relaxed(self, y: Tensor, z: Tensor) -> dict:
         """The latent codec with straight-through rounding. Above MIN_PIXELS its networks'
         autograd intermediates (the slice transforms' attention: 6.0 GB at 2048×2048) are not
-        kept: each network's are recomputed alone in the backward pass (the same values: the
-        networks are deterministic; see :func:`~.entropy.run_networks`)."""
+        kept: the slice loop's calls are recomputed one at a time in the backward pass (the
+        same values: the networks are deterministic; see :func:`~.entropy.run_networks`)."""
         recompute = self.num_pixels >= MIN_PIXELS
         return self.model.latent_codec(y, z, straight_through=True, recompute=recompute)
 
