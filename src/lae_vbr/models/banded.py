@@ -48,6 +48,7 @@ __all__ = [
     "band_geometry",
     "band_rows",
     "band_spans",
+    "bands_overwritten",
     "run_in_bands",
     "run_layers_in_bands",
 ]
@@ -188,18 +189,29 @@ def band_spans(height: int, rows: int, halo: int) -> Iterator[tuple[int, int, in
 
 def _overwrite_in_bands(layer: nn.Module, x: Tensor, rows: int, halo: int) -> Tensor:
     """Bands from the top down, each result written over its rows of ``x``: one full map
-    instead of two. A band reads ``halo`` rows above it that the band before has already
-    overwritten, so their input values are kept aside first."""
-    height = x.shape[-2]
-    above: Tensor | None = None  # input rows [start - halo, start) of the current band
-    for start, stop, lo, hi in band_spans(height, rows, halo):
-        band_in = x[..., lo:hi, :] if above is None else torch.cat((above, x[..., start:hi, :]), -2)
+    instead of two (:func:`bands_overwritten`)."""
+    for start, stop, lo, _, band_in in bands_overwritten(x, rows, halo):
         band = layer(band_in)
         del band_in
-        above = x[..., stop - halo : stop, :].clone() if stop < height else None
         x[..., start:stop, :] = band[..., start - lo : stop - lo, :]
         del band
     return x
+
+
+def bands_overwritten(
+    x: Tensor, rows: int, halo: int
+) -> Iterator[tuple[int, int, int, int, Tensor]]:
+    """``(start, stop, lo, hi, band_in)`` from the top down, for a caller that writes over each
+    band's own rows of ``x`` once it has used ``band_in``: the input rows ``lo`` to ``hi``,
+    including the ``halo`` rows above the band that the band before has overwritten (their
+    input values are kept aside before the caller gets the band)."""
+    height = x.shape[-2]
+    above: Tensor | None = None  # input rows [start - halo, start)
+    for start, stop, lo, hi in band_spans(height, rows, halo):
+        band_in = x[..., lo:hi, :] if above is None else torch.cat((above, x[..., start:hi, :]), -2)
+        above = x[..., stop - halo : stop, :].clone() if stop < height else None
+        yield start, stop, lo, hi, band_in
+        del band_in  # the caller's release frees it
 
 
 def run_layers_in_bands(transform: nn.Module, x: Tensor, max_pixels: int | None = None) -> Tensor:

@@ -35,6 +35,7 @@ from .banded import (
     band_geometry,
     band_rows,
     band_spans,
+    bands_overwritten,
     run_in_bands,
     run_layers_in_bands,
 )
@@ -101,20 +102,15 @@ def _band_gradient(
 def _gradient_over_input(
     layer: nn.Module, x: Tensor, grad_out: Tensor, rows: int, geometry: BandGeometry
 ) -> Tensor:
-    """:func:`layer_gradient` written over ``x``, band by band from the top. A band reads
-    ``halo`` input rows above its own that the band before has overwritten (so their values
-    are kept aside first), and its gradient reaches ``halo`` rows below its own, which the
-    next band still reads as input (so that part is held until then). Each row's
-    contributions add up in the same order as in :func:`layer_gradient`."""
-    height, halo = x.shape[-2], geometry.halo
-    above: Tensor | None = None  # input rows [start - halo, start)
+    """:func:`layer_gradient` written over ``x``, band by band from the top
+    (:func:`~.banded.bands_overwritten`). A band's gradient reaches ``halo`` rows below its
+    own, which the next band still reads as input, so that part is held until then. Each
+    row's contributions add up in the same order as in :func:`layer_gradient`."""
     pending: Tensor | None = None  # gradient rows [start, hi of the band before)
-    for start, stop, lo, hi in band_spans(height, rows, halo):
-        band_in = x[..., lo:hi, :] if above is None else torch.cat((above, x[..., start:hi, :]), -2)
+    for start, stop, lo, _, band_in in bands_overwritten(x, rows, geometry.halo):
         grad = _band_gradient(layer, band_in, grad_out, (start, stop, lo), geometry)
         grad = grad.to(x.dtype)
         del band_in
-        above = x[..., stop - halo : stop, :].clone() if stop < height else None
         x[..., lo:start, :] += grad[..., : start - lo, :]  # rows already final: add
         rest = grad[..., start - lo :, :]  # rows [start, hi)
         if pending is not None:
