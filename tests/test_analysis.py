@@ -106,6 +106,34 @@ def test_large_images_recompute_the_latent_codec_for_the_same_gradient(
         assert torch.equal(a, b)
 
 
+def test_large_images_give_freed_memory_back_between_the_passes(model, x, monkeypatch) -> None:
+    """Above MIN_PIXELS a relaxed decode releases the heap's freed memory before the latent
+    codec, before g_s, and (a gradient hook) between g_s's backward pass and the latent
+    codec's; the loss and gradients are those without the releases."""
+    analysis = model.analyse(x)
+    y0, z0 = analysis.refinement_start(2.0)
+
+    def step() -> tuple[torch.Tensor, ...]:
+        y, z = (t.clone().requires_grad_(True) for t in (y0, z0))
+        out = analysis.decode_relaxed(y, z, 2.0)
+        loss = (out["x_hat"] - x).pow(2).sum() - torch.log2(out["likelihoods"]["y"]).sum()
+        counted.append(len(released))
+        return (loss.detach(), *torch.autograd.grad(loss, (y, z)))
+
+    released: list[bool] = []
+    counted: list[int] = []
+    monkeypatch.setattr(
+        "lae_vbr.models.analysis.release_freed_memory", lambda: released.append(True)
+    )
+    below = step()
+    assert released == [] and counted == [0]
+    monkeypatch.setattr("lae_vbr.models.analysis.MIN_PIXELS", 0)
+    above = step()
+    assert counted[-1] == 2 and len(released) == 3  # the third one in the backward pass
+    for a, b in zip(below, above, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_capabilities_are_asked_of_the_model(model) -> None:
     assert model.has_rate_model and model.can_refine
     fixed = hydra.utils.instantiate(tiny_cfg(lae={"enabled": False})["model"])

@@ -53,7 +53,7 @@ CONTROL_BPP = 0.3
 CONTROL_PSNR = 30.0
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     """``"WIDTHxHEIGHT"`` → (height, width)."""
     width, height = (int(v) for v in text.lower().split("x"))
     return height, width
@@ -142,7 +142,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     limit = int(args.max_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    height, width = _parse_size(args.size)
+    height, width = parse_size(args.size)
     model = bench_model(args.untiled, args.layout)
     x = tiled_image(args.image, height, width) if args.phase != "decompress" else None
     baseline = _rss_gb()
@@ -182,7 +182,7 @@ def _run_phase(
 
 def measure(args: argparse.Namespace, size: str, untiled: bool, heap: str) -> dict:
     """Compress then decompress one size; prints and returns the record."""
-    height, width = _parse_size(size)
+    height, width = parse_size(size)
     record = {"size": size, "megapixels": round(height * width / 1e6, 3), "untiled": untiled}
     record["heap"] = heap
     with tempfile.TemporaryDirectory() as tmp:

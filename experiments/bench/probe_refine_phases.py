@@ -5,10 +5,12 @@ layer gradient), TCM-VBR N=64 as in ``bench_memory.py``, freed memory kept as ``
 keeps it, one thread::
 
     OMP_NUM_THREADS=1 python experiments/bench/probe_refine_phases.py 3840x2160 [--keep-descent]
+    OMP_NUM_THREADS=1 python experiments/bench/probe_refine_phases.py 3840x2160 --compress
 
 With freed memory kept the peak only grows, so the phase that raises it is the one to cut.
 ``--keep-descent``: do not give the descent's freed maps back before the coding (as before
-``refine_encode`` did), to see what that release saves.
+``refine_encode`` did), to see what that release saves. ``--compress``: the phases of a plain
+``model.compress`` instead, to compare.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import sys
 import time
 
 import torch
-from bench_memory import DEFAULT_IMAGE, bench_model, coding_path, tiled_image
+from bench_memory import DEFAULT_IMAGE, bench_model, coding_path, parse_size, tiled_image
 
 from lae_vbr.codec import refine
 from lae_vbr.heap import keep_freed_memory
-from lae_vbr.models import analysis, banded_grad, latent_codec
+from lae_vbr.models import analysis, banded_grad, composed, latent_codec
 
 BEGAN = time.perf_counter()
 
@@ -32,23 +34,34 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _now_gb() -> float:
+    """The resident memory now (Linux): what is live, plus freed memory the heap keeps."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**30
+
+
+def _print(label: str, when: str) -> None:
+    seconds = time.perf_counter() - BEGAN
+    print(f"{seconds:7.1f} s  {label:<22} {when} peak {_peak_gb():.2f} GB, now {_now_gb():.2f} GB")
+
+
 def _report(owner: object, name: str, label: str) -> None:
-    """Print the peak at the start and the end of every call of ``owner.name`` (a class's
-    method or a module's function looked up at call time)."""
+    """Print the peak and the resident memory at the start and the end of every call of
+    ``owner.name`` (a class's method or a module's function looked up at call time)."""
     function = getattr(owner, name)
 
     @functools.wraps(function)
     def reported(*args, **kwargs):
-        print(f"{time.perf_counter() - BEGAN:7.1f} s  {label:<22} start {_peak_gb():.2f} GB")
+        _print(label, "start")
         result = function(*args, **kwargs)
-        print(f"{time.perf_counter() - BEGAN:7.1f} s  {label:<22} end   {_peak_gb():.2f} GB")
+        _print(label, "end  ")
         return result
 
     setattr(owner, name, reported)
 
 
 def main() -> None:
-    height, width = map(int, (sys.argv[1] if len(sys.argv) > 1 else "2048x2048").split("x"))
+    height, width = parse_size(sys.argv[1] if len(sys.argv) > 1 else "2048x2048")
     if "--keep-descent" in sys.argv:
         refine.release_freed_memory = lambda: False
     torch.set_num_threads(1)
@@ -56,11 +69,15 @@ def main() -> None:
     _report(analysis.LatentAnalysis, "__init__", "analysis (g_a)")
     _report(latent_codec.TCMLatentCodec, "forward", "latent codec")
     _report(banded_grad, "layer_gradient", "g_s layer gradient")
-    _report(analysis.LatentAnalysis, "compress", "coding")
+    _report(composed.ComposedCodec, "analysis", "analysis (g_a)")
+    _report(composed.ComposedCodec, "code_latent", "coding")
     model = bench_model(untiled=False, layout="nchw")
     x = tiled_image(DEFAULT_IMAGE, height, width)
     print(f"model: {_peak_gb():.2f} GB")
-    result = coding_path("refine", model, x, 3.0)
+    if "--compress" in sys.argv:
+        result = {"bytes": sum(len(s[0]) for s in model.compress(x, 3.0)["strings"])}
+    else:
+        result = coding_path("refine", model, x, 3.0)
     print(f"{result}: peak {_peak_gb():.2f} GB")
 
 

@@ -154,9 +154,29 @@ class LatentAnalysis:
     ) -> dict:
         """Differentiable coding of (y, z): the latent codec with straight-through rounding,
         then the decoder path (under bfloat16 autocast if ``bfloat16``). ``{"x_hat"``: the
-        cropped image in [0, 1] in y's dtype, ``"likelihoods"}``."""
+        cropped image in [0, 1] in y's dtype, ``"likelihoods"}``.
+
+        Above :data:`MIN_PIXELS` the heap's freed memory is given back to the system between
+        the passes, whose maps differ in size (the latent codec's at the latent's resolution,
+        ``g_s``'s up to the image's): kept, one pass's freed maps leave holes under the
+        next one's and the peaks add up. On a 3840×2160 photo with TCM-VBR N=64 (one step,
+        ``experiments/bench/probe_refine_phases.py``) the latent codec's forward pass left
+        2.5 GB of them, and ``g_s``'s pass peaked at 6.40 GB with them, 5.89 GB without."""
+        phased = self.num_pixels >= MIN_PIXELS
+        if phased:
+            release_freed_memory()  # the last backward pass's maps (see below)
         coded = self._code_relaxed(y, z)
+        if phased:
+            release_freed_memory()
+            if coded["y_hat"].requires_grad:
+                coded["y_hat"].register_hook(_release_before_latent_codec)
         with torch.autocast(y.device.type, torch.bfloat16, enabled=bfloat16):
             x_hat = self.model.synthesis(coded["y_hat"], self.lmbda(lmbda_idx))
         x_hat = crop_image(x_hat.to(y.dtype), *self.image_size).clamp(0, 1)
         return {"x_hat": x_hat, "likelihoods": coded["likelihoods"]}
+
+
+def _release_before_latent_codec(grad: Tensor) -> None:
+    """A gradient hook on the latent codec's output: ``g_s``'s backward pass is done, so its
+    freed maps go back to the system before the latent codec's (recomputing) backward pass."""
+    release_freed_memory()
