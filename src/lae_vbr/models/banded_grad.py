@@ -128,7 +128,7 @@ def _stage_starts(layers: list[nn.Module]) -> set[int]:
     others' inputs are recomputed in the backward pass from the stage's start, at the cost of
     re-running the stage's first layers, so that no more than two maps of a stage's size live
     at once. (Keeping the input of the layer after the resampling one instead, as earlier
-    versions did, held a third: on a 3840×2160 photo with TCM-VBR N=64, 1.06 GB.)"""
+    versions did, held a third: on a 3840×2160 photo with TCM-VBR N=64, 1.07 GB.)"""
     starts = {0}
     for i, layer in enumerate(layers):
         geometry = band_geometry(layer)
