@@ -129,8 +129,15 @@ def _plain(args: argparse.Namespace, model, x, height: int, width: int) -> dict:
     return {"x_hat_sha256": hashlib.sha256(x_hat.numpy().tobytes()).hexdigest()}
 
 
-def _rss_gb() -> float:
+def peak_rss_gb() -> float:
+    """The process's peak resident memory so far, GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+
+
+def resident_gb() -> float:
+    """The resident memory now (Linux), GiB: what is live, plus freed memory the heap keeps."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**30
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -145,7 +152,7 @@ def worker(args: argparse.Namespace) -> None:
     height, width = parse_size(args.size)
     model = bench_model(args.untiled, args.layout)
     x = tiled_image(args.image, height, width) if args.phase != "decompress" else None
-    baseline = _rss_gb()
+    baseline = peak_rss_gb()
     wall, cpu = time.perf_counter(), time.process_time()
     if args.phase in CONTROL_PHASES:
         extra = coding_path(args.phase, model, x, args.lmbda_index)
@@ -155,7 +162,7 @@ def worker(args: argparse.Namespace) -> None:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     megapixels = height * width / 1e6
     record = {
-        "peak_rss_gb": round(_rss_gb(), 3),
+        "peak_rss_gb": round(peak_rss_gb(), 3),
         "baseline_rss_gb": round(baseline, 3),
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),

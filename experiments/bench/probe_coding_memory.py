@@ -17,11 +17,10 @@ mark, reset after the analysis).
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
-from bench_memory import DEFAULT_IMAGE, bench_model, parse_size, tiled_image
+from bench_memory import DEFAULT_IMAGE, bench_model, parse_size, resident_gb, tiled_image
 
 from lae_vbr.heap import keep_freed_memory, release_freed_memory
 from lae_vbr.models import entropy
@@ -39,14 +38,9 @@ def _reset_peak() -> None:
         clear_refs.write("5")  # the peak resident memory starts again from the current one
 
 
-def _now_gb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**30
-
-
 def _print_after(name: str, began: float) -> None:
     seconds = time.perf_counter() - began
-    print(f"{seconds:6.1f} s  {name:<54} now {_now_gb():.2f} GB, peak {_peak_gb():.2f} GB")
+    print(f"{seconds:6.1f} s  {name:<54} now {resident_gb():.2f} GB, peak {_peak_gb():.2f} GB")
 
 
 def _reporting_calls(model: torch.nn.Module) -> None:
@@ -85,12 +79,12 @@ def main() -> None:
     del x, analysis
     release_freed_memory()
     _reset_peak()
-    print(f"latent {tuple(y.shape)}: now {_now_gb():.2f} GB, peak {_peak_gb():.2f} GB")
+    print(f"latent {tuple(y.shape)}: now {resident_gb():.2f} GB, peak {_peak_gb():.2f} GB")
     _reporting_calls(coder)
     with torch.no_grad():
         out = model.code_latent(y, arithmetic="float64", converted=coder)
     size = sum(len(s[0]) for s in out["strings"])
-    print(f"coded {size} bytes: now {_now_gb():.2f} GB, peak {_peak_gb():.2f} GB")
+    print(f"coded {size} bytes: now {resident_gb():.2f} GB, peak {_peak_gb():.2f} GB")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,19 @@ With freed memory kept the peak only grows, so the phase that raises it is the o
 from __future__ import annotations
 
 import functools
-import resource
 import sys
 import time
 
 import torch
-from bench_memory import DEFAULT_IMAGE, bench_model, coding_path, parse_size, tiled_image
+from bench_memory import (
+    DEFAULT_IMAGE,
+    bench_model,
+    coding_path,
+    parse_size,
+    peak_rss_gb,
+    resident_gb,
+    tiled_image,
+)
 
 from lae_vbr.codec import refine
 from lae_vbr.heap import keep_freed_memory
@@ -30,19 +37,10 @@ from lae_vbr.models import analysis, banded_grad, composed, latent_codec
 BEGAN = time.perf_counter()
 
 
-def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _now_gb() -> float:
-    """The resident memory now (Linux): what is live, plus freed memory the heap keeps."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**30
-
-
 def _print(label: str, when: str) -> None:
     seconds = time.perf_counter() - BEGAN
-    print(f"{seconds:7.1f} s  {label:<22} {when} peak {_peak_gb():.2f} GB, now {_now_gb():.2f} GB")
+    peak, now = peak_rss_gb(), resident_gb()
+    print(f"{seconds:7.1f} s  {label:<22} {when} peak {peak:.2f} GB, now {now:.2f} GB")
 
 
 def _report(owner: object, name: str, label: str) -> None:
@@ -73,12 +71,12 @@ def main() -> None:
     _report(composed.ComposedCodec, "code_latent", "coding")
     model = bench_model(untiled=False, layout="nchw")
     x = tiled_image(DEFAULT_IMAGE, height, width)
-    print(f"model: {_peak_gb():.2f} GB")
+    print(f"model: {peak_rss_gb():.2f} GB")
     if "--compress" in sys.argv:
         result = {"bytes": sum(len(s[0]) for s in model.compress(x, 3.0)["strings"])}
     else:
         result = coding_path("refine", model, x, 3.0)
-    print(f"{result}: peak {_peak_gb():.2f} GB")
+    print(f"{result}: peak {peak_rss_gb():.2f} GB")
 
 
 if __name__ == "__main__":
