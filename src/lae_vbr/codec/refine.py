@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lae_vbr.heap import release_freed_memory
+from lae_vbr.heap import freed_maps_returned, release_freed_memory
 from lae_vbr.losses import RateDistortionLoss
 from lae_vbr.models.analysis import LatentAnalysis
 from lae_vbr.models.composed import LearnedCodec
@@ -348,7 +348,9 @@ def refine_encode(
     result = refine_latents(model, x, lmbda, lmbda_idx, schedule, on_step, analysis)
     # the descent's freed maps, kept, would add the coding's peak to theirs: at 2048×2048 on
     # TCM-VBR N=64 the coding raised the peak from 4.21 to 5.45 GB with them kept, and not at
-    # all (4.25 GB) with them released (experiments/bench/probe_refine_phases.py)
+    # all (4.25 GB) with them released (experiments/bench/probe_refine_phases.py); and the
+    # coding's own large maps, kept, would spread over the freed range (freed_maps_returned)
     release_freed_memory()
-    encoding = analysis.compress(lmbda_idx, codec.arithmetic, latents=(result.y, result.z))
+    with freed_maps_returned():
+        encoding = analysis.compress(lmbda_idx, codec.arithmetic, latents=(result.y, result.z))
     return codec.pack(encoding, lmbda_idx), result
