@@ -64,3 +64,19 @@ def test_every_file_under_its_name(toy: Path, folder: str, budget: str) -> None:
     assert set(rlambda) == set(control) == set(LAE_MODELS)
     assert {"slope_free_mean", "r2_free_mean", "mean_abs_err_bpp_slope1"} <= set(rlambda["lae"])
     assert (out / "rd.png").stat().st_size > 0
+
+
+def test_the_rate_axis_can_be_left_out(toy: Path, tmp_path: Path) -> None:
+    """``study.rate_axis=false``: the curves and BD-rates, no R-λ fit or rate control."""
+    out = tmp_path / "curves_only"
+    command = [sys.executable, str(REPO / "src" / "eval.py"), "study=claims",
+               f"study.root={toy.parent / 'runs'}", "study.step=4", "study.rate_axis=false",
+               f"study.out={out}", f"test_dir={toy.parent / 'two'}", "max_images=1",
+               "study.refine_steps=1", "num_threads=1", "progress=false",
+               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((out / "lae.json").read_text())["name"] == "lae"
+    assert json.loads((out / "bd_rate.json").read_text())["results"]
+    assert json.loads((out / "rlambda.json").read_text())["models"] == {}
+    assert json.loads((out / "rate_control.json").read_text())["models"] == {}

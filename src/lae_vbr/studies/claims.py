@@ -13,7 +13,8 @@ Written to ``DIR``: one CompressAI-format results file per curve (``<curve>.json
 ``bd_rate.json|md`` (every variable-rate curve and ``fixed_seed2`` against ``fixed``,
 ``lae_dlm`` against ``fixed_dlm``, ``lae`` against ``gain``, on PSNR and MS-SSIM in dB),
 ``rlambda.json`` (each LAE model's R-λ fit), ``rate_control.json`` (each LAE model's ``--bpp``
-accuracy) and ``rd.png``. Measure → summarise → write, with :func:`run` the Hydra adapter.
+accuracy; both with no models under ``study.rate_axis=false``) and ``rd.png``. Measure →
+summarise → write, with :func:`run` the Hydra adapter.
 """
 
 from __future__ import annotations
@@ -209,7 +210,11 @@ def run(cfg: DictConfig) -> dict[str, Path]:
     fractions = list(study.ratecontrol_fractions)
     with torch_threads(cfg.get("num_threads")):
         curves = measure_arms(arms, images, settings, source)
-        rate_axis = measure_rate_axis(arms, images, float(study.rlambda_step), fractions)
+        rate_axis = (
+            measure_rate_axis(arms, images, float(study.rlambda_step), fractions)
+            if study.get("rate_axis", True)
+            else {}
+        )
     about = {
         "title": f"claims study at step {step}, {len(images)} images of {Path(source).name}",
         "arms": {arm.name: [str(p.relative_to(root)) for p in arm.checkpoints] for arm in arms},
