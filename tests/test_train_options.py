@@ -104,6 +104,21 @@ def test_trainer_options_conflicting_with_the_module_are_refused(tmp_path: Path)
     )
 
 
+def test_a_resumed_run_keeps_the_csv_history_of_its_first_part(tmp_path: Path) -> None:
+    """Lightning's CSVLogger deletes the metrics.csv it finds; the first part's rows stay."""
+    val = write_small_image(tmp_path / "val")
+    common = [*TINY_RUN, f"data.val_dir={val}", "logger=csv", "callbacks=[last_checkpoint]",
+              "+trainer.limit_train_batches=2", "validate_after_fit=false"]  # fmt: skip
+    train(make_cfg(tmp_path / "run", [*common, "trainer.max_epochs=1"]))
+    csv = tmp_path / "run" / "csv"
+    first = (csv / "metrics.csv").read_text()
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    train(make_cfg(tmp_path / "run", [*common, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert (csv / "metrics.1.csv").read_text() == first
+    steps = [line.split(",") for line in (csv / "metrics.csv").read_text().splitlines()]
+    assert steps[1:] and all(row[steps[0].index("epoch")] == "1" for row in steps[1:])
+
+
 # -- accumulation, clipping and EMA in one short run ------------------------------------------
 def test_accumulation_clipping_and_ema(tmp_path: Path) -> None:
     """Lightning's trainer options work under manual optimisation; EMA checkpoints code."""

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, open_dict
 
 from .config import ConfigError, to_container
@@ -273,6 +273,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
 
     loggers: list[Logger] = _instantiate_dict(cfg.get("logger"), Logger)
+    keep_csv_history(loggers)
     callbacks: list[Callback] = _instantiate_dict(cfg.get("callbacks"), Callback)
     if not loggers:
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
@@ -299,6 +300,26 @@ def resume_if_requested(cfg: DictConfig) -> None:
     if last.is_file():
         cfg.ckpt_path = str(last)
         log.info("auto_resume: continuing from %s", last)
+
+
+def keep_csv_history(loggers: list[Logger]) -> list[Path]:
+    """Move each CSV logger's ``metrics.csv`` aside (``metrics.1.csv``, ``metrics.2.csv``, …)
+    before the logger starts; the files moved.
+
+    Lightning's ``CSVLogger`` deletes the ``metrics.csv`` it finds in its folder when it starts,
+    and a resumed run (``ckpt_path``, ``auto_resume``) logs to the folder of its first part: the
+    claims study's runs, resumed three to five times each, kept only their last part's rows."""
+    moved = []
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        metrics = Path(logger.log_dir) / "metrics.csv"
+        if metrics.is_file():
+            part = 1
+            while (aside := metrics.with_name(f"metrics.{part}.csv")).exists():
+                part += 1
+            moved.append(metrics.rename(aside))
+    return moved
 
 
 def _finish(loggers: list[Logger]) -> None:
