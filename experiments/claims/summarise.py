@@ -43,7 +43,8 @@ def _cell(entry: dict[str, Any] | None) -> str:
         return "not evaluated"
     if entry["bd_rate"] is None:
         return f"— ({entry.get('note') or 'not computable'})"
-    flag = " †" if entry.get("overlap") is not None and entry["overlap"] < 0.75 else ""
+    overlap = entry.get("overlap")
+    flag = f" † ({100 * overlap:.0f} %)" if overlap is not None and overlap < 0.75 else ""
     return f"{entry['bd_rate']:+.2f} %{flag}"
 
 
@@ -66,9 +67,9 @@ def bd_tables(results: Path) -> str:
 
 
 def rate_axis_table(results: Path) -> str:
-    """The R-λ fit and --bpp accuracy of each plainly coded LAE model, at N on both sets."""
+    """The R-λ fit and --bpp accuracy of each plainly coded LAE model, where evaluated."""
     rows = []
-    for column, folder in COLUMNS[1::2]:
+    for column, folder in COLUMNS:
         fits = (_read(results / folder / "rlambda.json") or {}).get("models", {})
         control = (_read(results / folder / "rate_control.json") or {}).get("models", {})
         for name in (n for n in LAE_MODELS if n in fits):
@@ -84,9 +85,25 @@ def rate_axis_table(results: Path) -> str:
                 f"{fit['r2_free_mean']:.4f}", f"{fit['r2_slope1_mean']:.4f}",
                 f"{fit['mean_abs_err_bpp_slope1']:.4f}", accuracy,
             ])  # fmt: skip
-    headers = ["set (at N)", "model", "free slope (mean ± std over images)", "R² free",
+    headers = ["evaluation", "model", "free slope (mean ± std over images)", "R² free",
                "R² slope 1", "slope-1 mean abs error (bpp)", "`--bpp` mean abs error"]  # fmt: skip
     return "### R-λ model and rate control\n\n" + _table(headers, rows)
+
+
+def range_table(results: Path) -> str:
+    """Each curve's bpp and PSNR range (what the BD-rates' overlaps come from)."""
+    rows = []
+    for column, folder in COLUMNS:
+        for path in sorted((results / folder).glob("*.json")):
+            curve = _read(path) or {}
+            points = curve.get("results", {})
+            if "bpp" not in points or "name" not in curve:
+                continue
+            bpp, psnr = points["bpp"], points["psnr-rgb"]
+            rows.append([column, f"`{curve['name']}`", f"{min(bpp):.3f} – {max(bpp):.3f}",
+                         f"{min(psnr):.2f} – {max(psnr):.2f}"])  # fmt: skip
+    headers = ["evaluation", "curve", "bpp (mean over images)", "PSNR (dB)"]
+    return "### Rate and quality ranges\n\n" + _table(headers, rows)
 
 
 def speed_table(results: Path) -> str:
@@ -116,9 +133,10 @@ def main() -> None:
         "# Claims study: the numbers",
         "Written by `python experiments/claims/summarise.py` from the results files beside it "
         "(BD-rates against the anchor named in each row; negative = fewer bits at equal "
-        "quality; † quality ranges overlapping less than 75 %).",
+        "quality; † quality ranges overlapping less than 75 %, the overlap in brackets).",
         bd_tables(args.results),
         rate_axis_table(args.results),
+        range_table(args.results),
         speed_table(args.results),
     ]
     args.out.write_text("\n\n".join(parts) + "\n")
