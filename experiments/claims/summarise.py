@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lae_vbr.evaluation.files import markdown_table
+
 HERE = Path(__file__).resolve().parent
 #: (column title, results folder under RESULTS)
 COLUMNS = (
@@ -34,8 +36,7 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return markdown_table(headers, rows).rstrip("\n")
 
 
 def _cell(entry: dict[str, Any] | None) -> str:

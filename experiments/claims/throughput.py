@@ -22,13 +22,14 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lae_vbr.config import register_resolvers
+from lae_vbr.data.tensors import read_image_tensor
 from lae_vbr.module import CompressionModule
+from lae_vbr.paths import shared_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 #: arm → the overrides of its training run (the fixed-rate family's middle λ stands for it).
@@ -52,19 +53,16 @@ def build(overrides: list[str]) -> CompressionModule:
 
 def crops(count: int, size: int, seed: int = 0) -> torch.Tensor:
     """``count`` random ``size``² crops of the training photos, (count, 3, size, size)."""
-    from PIL import Image
-
-    photos = sorted((ROOT.parent / "shared" / "data" / "photos" / "train").glob("*.png"))
+    photos = sorted((shared_dir() / "data" / "photos" / "train").glob("*.png"))
     if not photos:
-        raise SystemExit("throughput: no photos under ../shared/data/photos/train")
+        raise SystemExit(f"throughput: no photos under {shared_dir()}/data/photos/train")
     generator = torch.Generator().manual_seed(seed)
     out = []
     for i in range(count):
-        image = Image.open(photos[i % len(photos)]).convert("RGB")
-        x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        x = read_image_tensor(photos[i % len(photos)])[0]
         top = int(torch.randint(0, x.shape[1] - size + 1, (1,), generator=generator))
         left = int(torch.randint(0, x.shape[2] - size + 1, (1,), generator=generator))
-        out.append(x[:, top : top + size, left : left + size].float() / 255)
+        out.append(x[:, top : top + size, left : left + size])
     return torch.stack(out)
 
 

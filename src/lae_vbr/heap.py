@@ -20,6 +20,7 @@ on its own: a long-lived service would keep its largest image's peak.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,9 +49,11 @@ RETURN_AFTER_BYTES = 8 << 20
 _keeping = False
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The C library this process runs on, if it is glibc on Linux (their mallopt and
-    malloc_trim are the ones meant here; musl's differ or do nothing)."""
+    malloc_trim are the ones meant here; musl's differ or do nothing); looked up once, as
+    :func:`freed_maps_returned` asks for it after every large map."""
     if not sys.platform.startswith("linux"):
         return None
     try:
