@@ -62,14 +62,17 @@ def curved(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("method", ["interpolate", "secant"])
-def test_psnr_targets_are_met_with_two_rounds_and_one_encode(curved, codec, image, method):
+@pytest.mark.parametrize(("rounds", "tolerance"), [(2, 0.1), (3, 0.03)])
+def test_psnr_targets_are_met_with_few_rounds_and_one_encode(
+    curved, codec, image, method, rounds, tolerance
+):
     truth = CurvedProbe(codec, image)
     for target in (30.3, 31.5, 32.5, 33.7, 34.8):
-        result = encode_to_psnr(codec, image, target, method=method, slope=5.0)
-        assert len(result.rounds) <= 2 and result.encodes == 1
+        result = encode_to_psnr(codec, image, target, method=method, slope=5.0, rounds=rounds)
+        assert len(result.rounds) <= rounds and result.encodes == 1
         real = truth.curve(result.lmbda_idx)
-        assert abs(real - target) <= 0.1, (method, target, real, result.rounds)
-        assert abs(result.psnr - real) <= 0.1  # what it reports is what the file has
+        assert abs(real - target) <= tolerance, (method, target, real, result.rounds)
+        assert abs(result.psnr - real) <= tolerance  # what it reports is what the file has
         assert result.stream.to_bytes() == codec.encode(image, result.lmbda_idx).to_bytes()
 
 
@@ -97,7 +100,7 @@ def test_psnr_control_on_the_real_reconstruction(codec, image) -> None:
     target = probe.psnr(1.7)
     result = encode_to_psnr(codec, image, target)
     decoded = psnr_8bit(image, codec.decode(result.stream))
-    assert abs(decoded - target) <= 0.1 and len(result.rounds) <= 2
+    assert abs(decoded - target) <= 0.1 and len(result.rounds) <= 3
     if result.measured:
         assert result.psnr == pytest.approx(decoded, abs=1e-3)
 

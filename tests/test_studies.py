@@ -192,7 +192,7 @@ def test_ratecontrol_study(checkpoints, crops, tmp_path) -> None:
         if row["kind"] in ("size", "total_size"):
             assert row["fits"] and row["achieved"] <= row["target"]
         if row["kind"] == "psnr" and row["method"] != "bisection":
-            assert row["rounds"] <= 2 and row["encodes"] == 1
+            assert row["rounds"] <= 3 and row["encodes"] == 1
     sets = [r for r in data["rows"] if r["kind"] == "total_size"]
     assert len(sets) == 1 and len(sets[0]["per_image"]) == 2
     assert data["calibration"]["lmbda_idx"] == [0.0, 2.5, 5.0]
@@ -317,7 +317,21 @@ def test_ratecontrol_as_plain_functions(vbr_codec, small_images, tmp_path) -> No
     plan = StudyPlan(kinds=["psnr"], psnr_methods=["interpolate"], psnr_fractions=[0.5])
     rows = measure_ratecontrol(vbr_codec, small_images, {}, plan=plan)
     assert [(r["kind"], r["method"]) for r in rows] == [("psnr", "interpolate")]
-    assert abs(rows[0]["error"]) <= 0.1 and rows[0]["rounds"] <= 2
+    assert abs(rows[0]["error"]) <= 0.1 and rows[0]["rounds"] <= 3
+
+
+def test_ratecontrol_plan_passes_the_psnr_rounds(monkeypatch) -> None:
+    """study.psnr_rounds reaches encode_to_psnr; unset, its own default applies."""
+    calls: list[dict] = []
+    monkeypatch.setattr(
+        "lae_vbr.studies.ratecontrol.encode_to_psnr", lambda *a, **kw: calls.append(kw)
+    )
+    for rounds in (None, 3):
+        StudyPlan(kinds=["psnr"], psnr_rounds=rounds).psnr_method("interpolate")(None, None, 30.0)
+    assert calls == [
+        {"method": "interpolate", "slope": None},
+        {"method": "interpolate", "slope": None, "rounds": 3},
+    ]
 
 
 def test_dlambda_as_plain_functions(vbr_codec, small_images, tmp_path) -> None:

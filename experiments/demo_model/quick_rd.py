@@ -5,8 +5,10 @@
 For each checkpoint (a training run's ``last.ckpt``, a bundle), the mean over the first N Kodak
 images of the likelihood rate (Σ −log₂ p of y and z per pixel, no entropy coding) and of the
 PSNR of the clamped forward output, at λ indices 0…top, and the rate range (rate at the top
-index over that at index 0). It takes seconds, so a run can be followed while it trains; the
-figures that count are those of ``src/eval.py`` (real files, 8-bit output, all 24 images).
+index over that at index 0), and the BD-rate of each against the first checkpoint given
+(``bjontegaard``, akima, over the PSNR range both cover). It takes seconds, so a run can be
+followed while it trains; the figures that count are those of ``src/eval.py`` (real files,
+8-bit output, all 24 images).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import bjontegaard
+import numpy as np
 import torch
 
 from lae_vbr.codec.images import read_image
@@ -45,10 +49,24 @@ def main() -> None:
     paths = sorted((shared_dir() / "data" / "kodak").glob("*.png"))[: args.images]
     images = [read_image(p) for p in paths]
     print(f"first {len(images)} Kodak images; bpp / PSNR (dB) per λ index; rate range")
+    first = None
     for checkpoint in args.checkpoints:
         points = rd_points(load_codec(checkpoint).model.float().eval(), images)
+        first = first or points
         text = "  ".join(f"{b:.3f}/{p:.2f}" for b, p in points)
-        print(f"{checkpoint}: {text}  range {points[-1][0] / points[0][0]:.2f}×")
+        print(
+            f"{checkpoint}: {text}  range {points[-1][0] / points[0][0]:.2f}×  "
+            f"BD-rate against the first {bd_rate(first, points):+.1f} %"
+        )
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float:
+    """BD-rate (%) of ``test`` against ``anchor``, both (bpp, PSNR) points."""
+    a, t = np.array(anchor), np.array(test)
+    return float(
+        bjontegaard.bd_rate(a[:, 0], a[:, 1], t[:, 0], t[:, 1], method="akima",
+                            require_matching_points=False, min_overlap=0)
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

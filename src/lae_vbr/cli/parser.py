@@ -105,7 +105,7 @@ def _add_rate_options(comp: argparse.ArgumentParser) -> None:
         "--psnr",
         type=float,
         metavar="DB",
-        help="target PSNR of the decoded image in dB (two reconstructions, one encode)",
+        help="target PSNR of the decoded image in dB (three reconstructions, one encode)",
     )
     rate.add_argument(
         "--total-size",

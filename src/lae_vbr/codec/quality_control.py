@@ -1,4 +1,4 @@
-"""Quality control: code an image at a target PSNR, with at most two reconstructions.
+"""Quality control: code an image at a target PSNR, with at most three reconstructions.
 
 The D-λ model beside the R-λ one (measured in ``experiments/dlambda``): over the λ range an
 image's PSNR is close to a straight line in Σ log₂ m of the encoder-side LAE mask, but its
@@ -14,8 +14,12 @@ at the end of the range on the target's side, then the target is solved on the l
 the two and the image is encoded there (one real encode; its PSNR is the line's prediction,
 which the study checks against real decodes). ``method="secant"``: round 2 where the line
 through round 1 with the prior ``slope`` puts the target, then the line through both rounds.
-More ``rounds`` refine the bracket (regula falsi). A target beyond the range is coded at the
-end with a :class:`RateControlWarning` stating the range.
+Round 3 (the default's last) lies where the line through the first two puts the target
+(regula falsi), so the final line runs through the two rounds nearest it: on the bundled
+model's unseen photos the error fell from 0.136 / 0.341 dB (mean / max, two rounds) to
+0.029 / 0.103 dB, for 5.6× a plain encode's CPU time instead of 4.1×
+(``experiments/rate_control``). A target beyond the range is coded at the end with a
+:class:`RateControlWarning` stating the range.
 
 The rounds are placed on Σ log₂ m (free to evaluate), but the final line runs through them in
 the log of the estimated file size (:meth:`~.probe.ImageProbe.estimate_bits`, about a seventh
@@ -186,7 +190,7 @@ def encode_to_psnr(
     target_psnr: float,
     *,
     method: str = "interpolate",
-    rounds: int = 2,
+    rounds: int = 3,
     tolerance: float = 0.02,
     start: float | None = None,
     slope: float | None = None,

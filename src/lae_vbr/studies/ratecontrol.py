@@ -106,6 +106,7 @@ class StudyPlan:
     psnr_methods: Sequence[str] = ("interpolate", "secant")
     psnr_fractions: Sequence[float] = (0.25, 0.75)
     psnr_slope: float | None = None  # the prior of ``secant`` (dB per bit of mean log₂ m)
+    psnr_rounds: int | None = None  # reconstructions before the encode (None: the default)
     set_fractions: Sequence[float] = (0.25, 0.5, 0.75)
 
     def __post_init__(self) -> None:
@@ -119,8 +120,10 @@ class StudyPlan:
     def psnr_method(self, name: str) -> PsnrMethod:
         if name == "bisection":
             return psnr_bisection
-        slope = self.psnr_slope
-        return lambda c, x, t: encode_to_psnr(c, x, t, method=name, slope=slope)
+        options: dict[str, Any] = {"method": name, "slope": self.psnr_slope}
+        if self.psnr_rounds is not None:
+            options["rounds"] = self.psnr_rounds
+        return lambda c, x, t: encode_to_psnr(c, x, t, **options)
 
 
 Plain = tuple[float, float, float]  # bpp at λ index 0 and at the last, CPU s of an encode
@@ -405,6 +408,7 @@ def _plan(study: DictConfig) -> StudyPlan:
         psnr_methods=list(study.get("psnr_methods", ["interpolate", "secant"])),
         psnr_fractions=[float(v) for v in study.get("psnr_fractions", [0.25, 0.75])],
         psnr_slope=study.get("psnr_secant_slope"),
+        psnr_rounds=study.get("psnr_rounds"),
         set_fractions=[float(v) for v in study.get("total_size_fractions", [0.25, 0.5, 0.75])],
     )
 
@@ -425,6 +429,8 @@ def _description(cfg: DictConfig, about: str, threads: int, plan: StudyPlan,
         f"rate = whole file (header included); errors over targets inside the image's range; "
         f"{threads} CPU threads"
     )
+    if plan.psnr_rounds is not None:
+        text += f"; {plan.psnr_rounds} reconstructions per PSNR target"
     if calibrated:
         cal = study.calibration
         folder = portable_path(cal.dir)
