@@ -15,10 +15,10 @@ the two and the image is encoded there (one real encode; its PSNR is the line's 
 which the study checks against real decodes). ``method="secant"``: round 2 where the line
 through round 1 with the prior ``slope`` puts the target, then the line through both rounds.
 Round 3 (the default's last) lies where the line through the first two puts the target
-(regula falsi), so the final line runs through the two rounds nearest it: on the bundled
-model's unseen photos the error fell from 0.136 / 0.341 dB (mean / max, two rounds) to
-0.029 / 0.103 dB, for 5.6× a plain encode's CPU time instead of 4.1×
-(``experiments/rate_control``). A target beyond the range is coded at the end with a
+(regula falsi), so the final line runs through the two rounds nearest it: on the previous
+bundled model's unseen photos the error fell from 0.136 / 0.341 dB (mean / max, two rounds) to
+0.029 / 0.103 dB, for 5.6× a plain encode's CPU time instead of 4.1×; on the current one
+three rounds give 0.025 / 0.215 dB (``experiments/rate_control``). A target beyond the range is coded at the end with a
 :class:`RateControlWarning` stating the range.
 
 The rounds are placed on Σ log₂ m (free to evaluate), but the final line runs through them in
