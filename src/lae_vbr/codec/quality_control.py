@@ -18,8 +18,8 @@ Round 3 (the default's last) lies where the line through the first two puts the 
 (regula falsi), so the final line runs through the two rounds nearest it: on the previous
 bundled model's unseen photos the error fell from 0.136 / 0.341 dB (mean / max, two rounds) to
 0.029 / 0.103 dB, for 5.6× a plain encode's CPU time instead of 4.1×; on the current one
-three rounds give 0.025 / 0.215 dB (``experiments/rate_control``). A target beyond the range is coded at the end with a
-:class:`RateControlWarning` stating the range.
+three rounds give 0.025 / 0.215 dB (``experiments/rate_control``). A target beyond the range
+is coded at the end with a :class:`RateControlWarning` stating the range.
 
 The rounds are placed on Σ log₂ m (free to evaluate), but the final line runs through them in
 the log of the estimated file size (:meth:`~.probe.ImageProbe.estimate_bits`, about a seventh
