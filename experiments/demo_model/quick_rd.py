@@ -4,11 +4,11 @@
 
 For each checkpoint (a training run's ``last.ckpt``, a bundle), the mean over the first N Kodak
 images of the likelihood rate (Σ −log₂ p of y and z per pixel, no entropy coding) and of the
-PSNR of the clamped forward output, at λ indices 0…top, and the rate range (rate at the top
-index over that at index 0), and the BD-rate of each against the first checkpoint given
-(``bjontegaard``, akima, over the PSNR range both cover). It takes seconds, so a run can be
-followed while it trains; the figures that count are those of ``src/eval.py`` (real files,
-8-bit output, all 24 images).
+PSNR of the clamped forward output, at λ indices 0…top, the rate range (rate at the top index
+over that at index 0), and the BD-rate of each against the first checkpoint given
+(:func:`lae_vbr.evaluation.bd_rate`: akima, over the PSNR range both cover). It takes seconds,
+so a run can be followed while it trains; the figures that count are those of ``src/eval.py``
+(real files, 8-bit output, all 24 images).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import bjontegaard
-import numpy as np
 import torch
 
 from lae_vbr.codec.images import read_image
+from lae_vbr.evaluation import RDCurve, bd_rate, curve_from_points
 from lae_vbr.losses import bits_per_pixel, psnr_from_mse
 from lae_vbr.models.registry import load_codec
 from lae_vbr.paths import shared_dir
@@ -52,21 +51,18 @@ def main() -> None:
     first = None
     for checkpoint in args.checkpoints:
         points = rd_points(load_codec(checkpoint).model.float().eval(), images)
-        first = first or points
+        curve = as_curve(str(checkpoint), points)
+        first = first or curve
         text = "  ".join(f"{b:.3f}/{p:.2f}" for b, p in points)
         print(
             f"{checkpoint}: {text}  range {points[-1][0] / points[0][0]:.2f}×  "
-            f"BD-rate against the first {bd_rate(first, points):+.1f} %"
+            f"BD-rate against the first {bd_rate(first, curve).bd_rate:+.1f} %"
         )
 
 
-def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float:
-    """BD-rate (%) of ``test`` against ``anchor``, both (bpp, PSNR) points."""
-    a, t = np.array(anchor), np.array(test)
-    return float(
-        bjontegaard.bd_rate(a[:, 0], a[:, 1], t[:, 0], t[:, 1], method="akima",
-                            require_matching_points=False, min_overlap=0)
-    )  # fmt: skip
+def as_curve(name: str, points: list[tuple[float, float]]) -> RDCurve:
+    """(bpp, PSNR) points as an R-D curve."""
+    return curve_from_points(name, "quick_rd", [{"bpp": b, "psnr-rgb": p} for b, p in points])
 
 
 if __name__ == "__main__":
