@@ -20,6 +20,8 @@ import torch
 from lae_vbr.codec.image_codec import ImageCodec
 from lae_vbr.codec.regions import GrayImage
 from lae_vbr.codec.request import Target, code_image
+from lae_vbr.data.tensors import tensor_to_uint8
+from lae_vbr.studies.roi import roi_masks
 
 #: (height, width, λ index) of the one-rate files.
 UNIFORM = ((16, 16, 0.0), (1, 1, 1.0), (24, 40, 2.5), (48, 32, 5.0))
@@ -34,11 +36,10 @@ def noisy_ramp(height: int, width: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(noisy, 0, 1).astype(np.float32))
 
 
-def centred_box(height: int, width: int) -> GrayImage:
-    """A mask with the middle third of each side set."""
-    mask = np.zeros((height, width), np.uint8)
-    mask[height // 3 : height - height // 3, width // 3 : width - width // 3] = 255
-    return GrayImage(mask, "centred box")
+def centred_box(image: torch.Tensor) -> GrayImage:
+    """The ROI study's centred box of ``image`` (:func:`~lae_vbr.studies.roi.roi_masks`)."""
+    box = roi_masks(tensor_to_uint8(image))["box"]
+    return GrayImage(box.astype(np.uint8) * 255, "centred box")
 
 
 def left_to_right(height: int, width: int) -> GrayImage:
@@ -53,9 +54,10 @@ def write_corpus(codec: ImageCodec, folder: Path) -> list[Path]:
         (f"v2_{h}x{w}_q{idx:g}.lae", noisy_ramp(h, w, seed), Target.parse(quality=idx))
         for seed, (h, w, idx) in enumerate(UNIFORM)
     ]
-    for name, (h, w), seed in (("roi", (16, 16), 10), ("roi", (48, 32), 11)):
-        target = Target.parse(quality=1.0, roi=centred_box(h, w))
-        cases.append((f"v3_{h}x{w}_{name}.lae", noisy_ramp(h, w, seed), target))
+    for (h, w), seed in (((16, 16), 10), ((48, 32), 11)):
+        image = noisy_ramp(h, w, seed)
+        target = Target.parse(quality=1.0, roi=centred_box(image))
+        cases.append((f"v3_{h}x{w}_roi.lae", image, target))
     map_target = Target.parse(quality_map=left_to_right(40, 72))
     cases.append(("v3_40x72_map.lae", noisy_ramp(40, 72, 12), map_target))
     folder.mkdir(parents=True, exist_ok=True)
